@@ -1,0 +1,274 @@
+//! The `Server` resource: one target host, how to reach it, and the role
+//! containers it must run.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, LocalObjectReference, Parameters, Role, condition::conditions_schema};
+
+/// One target host (bare metal or VM) of a Cluster and the Contrail role
+/// containers it runs.
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[kube(
+    group = "servermanager.contrail.io",
+    version = "v1alpha1",
+    kind = "Server",
+    doc = "A target host of a Cluster and the Contrail role containers it runs.",
+    plural = "servers",
+    singular = "server",
+    shortname = "smserver",
+    shortname = "ctsv",
+    category = "contrail",
+    namespaced,
+    status = "ServerStatus",
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterRef.name"}"#,
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,
+    printcolumn = r#"{"name":"Roles","type":"string","jsonPath":".spec.roles"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Provisioning","type":"string","priority":1,"jsonPath":".spec.provisioning"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.provisioning) && self.provisioning == 'External') || has(self.ssh)",
+    "message": "ssh is required when provisioning is Managed",
+    "fieldPath": ".ssh",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct ServerSpec {
+    /// The Cluster (same namespace) this Server belongs to.
+    pub cluster_ref: LocalObjectReference,
+
+    /// Address of the host: an IP address or a DNS name. Also the value that
+    /// derived parameters such as `controller_nodes` list for this Server.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"))]
+    pub host: String,
+
+    /// `Managed` servers are provisioned by the operator. `External` servers are
+    /// non-containerized nodes managed elsewhere: they count for derived
+    /// parameters (e.g. `controller_nodes`) but are never touched.
+    #[serde(default)]
+    pub provisioning: Provisioning,
+
+    /// How to reach the host over SSH. Required for Managed servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+
+    /// The roles whose containers run on this host (`controller`, `analytics`,
+    /// `analyticsdb`, `agent`, `lb`, `kubemanager`, …).
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
+    pub roles: Vec<Role>,
+
+    /// Per-role Image (by name, in this namespace) overriding the Cluster's
+    /// default for that role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = super::role_keys_rule()))]
+    pub images: BTreeMap<String, String>,
+
+    /// Parameters overriding the Cluster's, key by key within a section
+    /// (SECTION -> key -> value); `null` removes an inherited value.
+    #[serde(default, skip_serializing_if = "is_empty_params")]
+    pub parameters: Parameters,
+
+    /// Stop reconciling this Server: no runs start while true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
+    /// Where files and containers go on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<HostLayout>,
+}
+
+fn is_empty_params(p: &Parameters) -> bool {
+    p.0.is_empty()
+}
+
+impl ServerSpec {
+    /// The host layout, with defaults filled in.
+    pub fn layout(&self) -> HostLayout {
+        self.layout.clone().unwrap_or_default()
+    }
+
+    /// Whether the operator provisions this Server.
+    pub fn is_managed(&self) -> bool {
+        self.provisioning == Provisioning::Managed
+    }
+}
+
+/// Who provisions a Server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Provisioning {
+    /// Provisioned by this operator.
+    #[default]
+    Managed,
+    /// Managed elsewhere; only counted for derived parameters.
+    External,
+}
+
+/// SSH access to a host.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SshSpec {
+    /// Remote user; needs to run Docker (root, or sudo without password).
+    #[serde(default = "default_user")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z_][a-z0-9_.-]*$"))]
+    pub user: String,
+    /// SSH port.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Secret (same namespace) with `ssh-privatekey` and `known_hosts`.
+    pub secret_ref: LocalObjectReference,
+}
+
+fn default_user() -> String {
+    "root".to_string()
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+/// Locations on the host. Several Servers may share one host when each has its
+/// own directories and container prefix.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostLayout {
+    /// Directory of the role files (`<configDir>/<role>.conf`).
+    #[serde(default = "default_config_dir")]
+    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    pub config_dir: String,
+    /// Host log directory, mounted as `/var/log` in the containers.
+    #[serde(default = "default_log_dir")]
+    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    pub log_dir: String,
+    /// Parent directory of persistent data directories (e.g. Cassandra's).
+    #[serde(default = "default_data_dir")]
+    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    pub data_dir: String,
+    /// Container name prefix: containers are named `<prefix><role>`.
+    #[serde(default = "default_container_prefix")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"))]
+    pub container_prefix: String,
+}
+
+impl Default for HostLayout {
+    fn default() -> Self {
+        HostLayout {
+            config_dir: default_config_dir(),
+            log_dir: default_log_dir(),
+            data_dir: default_data_dir(),
+            container_prefix: default_container_prefix(),
+        }
+    }
+}
+
+fn default_config_dir() -> String {
+    "/etc/contrail".into()
+}
+fn default_log_dir() -> String {
+    "/var/log/contrail".into()
+}
+fn default_data_dir() -> String {
+    "/var/lib/contrail".into()
+}
+fn default_container_prefix() -> String {
+    "contrail-".into()
+}
+
+/// Observed state of a Server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Provisioned`, `Reconciling`, `Stalled`, `Drifted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// One entry per role container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerStatus>,
+    /// The current run, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunStatus>,
+    /// Hash (configuration files, image digests, playbook version) of what was
+    /// last applied successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    /// Progress of the current run as `done/total` tasks, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Consecutive failed attempts; reset by a success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// When the next attempt happens after a failure (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// State of one role container on the host.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// The role.
+    pub role: String,
+    /// Container name on the host.
+    #[serde(default)]
+    pub name: String,
+    /// Image reference the container runs.
+    #[serde(default)]
+    pub image: String,
+    /// Image manifest digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Hash of the role file the container was started with.
+    #[serde(default)]
+    pub config_hash: String,
+    /// `Running`, `Pending`, `Failed`.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A playbook run of this Server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// Run id at the playbook runner.
+    pub id: String,
+    /// Playbook: `provision`, `deprovision` or `check`.
+    pub playbook: String,
+    /// The desired hash this run applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// When the run started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When the run ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Tasks finished.
+    #[serde(default)]
+    pub tasks_done: u32,
+    /// Tasks expected (an estimate until the run ends).
+    #[serde(default)]
+    pub tasks_total: u32,
+    /// The task that failed, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<String>,
+    /// Result message (the failure's cause when failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

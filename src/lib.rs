@@ -1,0 +1,13 @@
+//! server-manager: a Kubernetes-style operator that provisions Contrail
+//! (Tungsten Fabric) control-plane containers on servers.
+//!
+//! - [`crd`]: the `Cluster`, `Server` and `Image` custom resources.
+//! - [`config`]: the effective-configuration engine (merge, derive, render,
+//!   validate); pure, no I/O.
+//! - [`image_ref`]: registry image reference naming and validation.
+//! - [`manifests`]: reading manifests from files (for `render` and tests).
+
+
+pub mod crd;
+pub mod image_ref;
+

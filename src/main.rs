@@ -1,0 +1,56 @@
+//! The `server-manager` binary: command-line parsing only; the work lives in the
+//! library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Provision Contrail control-plane containers on servers, the Kubernetes way.
+#[derive(Parser)]
+#[command(name = "server-manager", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (YAML documents separated by `---`).
+    Crds {
+        /// Write one `<plural>.yaml` file per CRD into this directory instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds { out } => crds(out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = server_manager::crd::crd_files()?;
+    match out {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for (name, content) in files {
+                std::fs::write(dir.join(name), content)?;
+            }
+        }
+        None => {
+            let docs: Vec<String> = files.into_iter().map(|(_, c)| c).collect();
+            print!("{}", docs.join("---\n"));
+        }
+    }
+    Ok(())
+}
