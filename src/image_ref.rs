@@ -48,7 +48,8 @@ impl ImageReference {
             Some((h, p)) => (h, Some(p)),
             None => (registry, None),
         };
-        if !valid_registry_host(host) || prefix.is_some_and(|p| !p.split('/').all(valid_path_component))
+        if !valid_registry_host(host)
+            || prefix.is_some_and(|p| !p.split('/').all(valid_path_component))
         {
             return Err(ImageRefError::Registry(registry.to_string()));
         }
@@ -150,9 +151,17 @@ mod tests {
 
     #[test]
     fn builds_the_documented_name() {
-        let r = ImageReference::new("127.0.0.1:5000", "contrail-container", Role::Controller, "5.0-214")
-            .unwrap();
-        assert_eq!(r.to_string(), "127.0.0.1:5000/contrail-container-controller:5.0-214");
+        let r = ImageReference::new(
+            "127.0.0.1:5000",
+            "contrail-container",
+            Role::Controller,
+            "5.0-214",
+        )
+        .unwrap();
+        assert_eq!(
+            r.to_string(),
+            "127.0.0.1:5000/contrail-container-controller:5.0-214"
+        );
         assert_eq!(r.repository, "contrail-container-controller");
         let p = ImageReference::new("reg.example.com/lab", "ci", Role::Agent, "1").unwrap();
         assert_eq!(p.to_string(), "reg.example.com/lab/ci-agent:1");

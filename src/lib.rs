@@ -7,7 +7,5 @@
 //! - [`image_ref`]: registry image reference naming and validation.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 
-
 pub mod crd;
 pub mod image_ref;
-

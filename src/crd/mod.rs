@@ -11,8 +11,7 @@ pub use cluster::{Cluster, ClusterSpec, ClusterStatus, RegistrySpec, RolloutSpec
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use image::{Image, ImageCategory, ImageSource, ImageSpec, ImageStatus};
 pub use server::{
-    ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec, ServerStatus,
-    SshSpec,
+    ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec, ServerStatus, SshSpec,
 };
 
 use std::collections::BTreeMap;
@@ -174,7 +173,8 @@ pub struct LocalObjectReference {
 }
 
 /// All CustomResourceDefinitions of this project, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     vec![Cluster::crd(), Image::crd(), Server::crd()]
 }

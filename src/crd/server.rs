@@ -46,7 +46,10 @@ pub struct ServerSpec {
 
     /// Address of the host: an IP address or a DNS name. Also the value that
     /// derived parameters such as `controller_nodes` list for this Server.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
+    )]
     pub host: String,
 
     /// `Managed` servers are provisioned by the operator. `External` servers are

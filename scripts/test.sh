@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and .ci/run calls it.
+# Installs what the tests need (Debian packages), checks formatting and lints,
+# then runs every test against the real components. Fails loudly, never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker-registry ansible python3-docker openssh-server busybox-static)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+for tool in cargo docker kubectl docker-registry ansible-playbook sshd busybox; do
+  command -v "$tool" >/dev/null || { echo "FATAL: $tool not found" >&2; exit 1; }
+done
+docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" >&2; exit 1; }
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
