@@ -7,5 +7,7 @@
 //! - [`image_ref`]: registry image reference naming and validation.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 
+pub mod config;
 pub mod crd;
 pub mod image_ref;
+pub mod manifests;

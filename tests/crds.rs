@@ -1,0 +1,186 @@
+//! The committed `crds/` equal `server-manager crds`, and the CRDs carry what
+//! users rely on: printer columns, non-colliding short names, a category, a
+//! description on every field, the status subresource.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_server-manager"))
+}
+
+fn committed() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .expect("crds/ exists")
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn committed_crds_equal_generated() {
+    let out = bin().arg("crds").output().unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let contents: Vec<String> = committed().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        generated,
+        contents.join("---\n"),
+        "crds/ is stale: run `cargo run -- crds --out crds` and commit"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        bin()
+            .arg("crds")
+            .arg("--out")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (name, content) in committed() {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&name)).unwrap(),
+            content,
+            "{name}"
+        );
+    }
+}
+
+fn crd(plural: &str) -> Value {
+    let text =
+        std::fs::read_to_string(format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn names_and_printer_columns() {
+    let common = [
+        "cs", "svc", "sa", "cm", "ns", "po", "no", "ep", "ev", "deploy", "img", "cl",
+    ];
+    for plural in ["clusters", "servers", "images"] {
+        let c = crd(plural);
+        let names = &c["spec"]["names"];
+        assert_eq!(
+            names["categories"],
+            serde_json::json!(["contrail"]),
+            "{plural}"
+        );
+        for short in names["shortNames"].as_array().unwrap() {
+            assert!(
+                !common.contains(&short.as_str().unwrap()),
+                "{plural}: {short}"
+            );
+        }
+        let version = &c["spec"]["versions"][0];
+        assert_eq!(
+            version["subresources"]["status"],
+            serde_json::json!({}),
+            "{plural}"
+        );
+    }
+    let servers = crd("servers");
+    let columns: Vec<(&str, i64)> = servers["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["priority"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let default: Vec<&str> = columns.iter().filter(|c| c.1 == 0).map(|c| c.0).collect();
+    assert_eq!(
+        default,
+        ["Cluster", "Host", "Roles", "Ready", "Progress", "Age"]
+    );
+}
+
+fn assert_described(schema: &Value, path: &str, missing: &mut Vec<String>) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            let p = format!("{path}.{name}");
+            if prop.get("description").is_none()
+                && !matches!(p.as_str(), ".apiVersion" | ".kind" | ".metadata")
+            {
+                missing.push(p.clone());
+            }
+            assert_described(prop, &p, missing);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        assert_described(items, &format!("{path}[]"), missing);
+    }
+    if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        assert_described(add, &format!("{path}.*"), missing);
+    }
+}
+
+#[test]
+fn every_field_has_a_description() {
+    for plural in ["clusters", "servers", "images"] {
+        let c = crd(plural);
+        let schema = &c["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = vec![];
+        assert_described(schema, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{plural}: fields without description: {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn static_validation_is_in_the_schema() {
+    let images = crd("images");
+    let spec = &images["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert!(
+        spec["properties"]["imageId"]["pattern"]
+            .as_str()
+            .unwrap()
+            .starts_with("^[a-z0-9]")
+    );
+    assert!(spec["properties"]["version"]["pattern"].is_string());
+    assert_eq!(
+        spec["properties"]["category"]["enum"],
+        serde_json::json!(["container", "package"])
+    );
+    assert!(spec["properties"]["source"]["x-kubernetes-validations"].is_array());
+
+    let servers = crd("servers");
+    let spec = &servers["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let port = &spec["properties"]["ssh"]["properties"]["port"];
+    assert_eq!(
+        (port["minimum"].as_f64(), port["maximum"].as_f64()),
+        (Some(1.0), Some(65535.0))
+    );
+    assert_eq!(spec["properties"]["host"]["minLength"], 1);
+    let roles = spec["properties"]["roles"]["items"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(roles.contains(&Value::from("controller")) && roles.contains(&Value::from("agent")));
+    assert!(
+        spec["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("has(self.ssh)")
+    );
+    let conditions = &servers["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+}
