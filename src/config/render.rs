@@ -64,6 +64,9 @@ pub fn format_value(value: &Value, ty: ValueType) -> Result<String, ValueError> 
             });
         }
     };
+    if ty == ValueType::String {
+        check_plain_string(&text)?;
+    }
     check_representable(&text)?;
     Ok(text.replace('\n', "\n    "))
 }
@@ -78,6 +81,25 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "a map",
     }
+}
+
+/// contrailctl `eval`s every value: a string-typed value must not read back as a
+/// list, map or boolean.
+fn check_plain_string(text: &str) -> Result<(), ValueError> {
+    if text.starts_with('[') || text.starts_with('{') {
+        return Err(ValueError::NotRepresentable(
+            "a string starting with '[' or '{' is read by contrailctl as a Python literal",
+        ));
+    }
+    if ["yes", "true", "no", "false"]
+        .iter()
+        .any(|b| text.eq_ignore_ascii_case(b))
+    {
+        return Err(ValueError::NotRepresentable(
+            "contrailctl reads yes/true/no/false as a boolean in a string-typed key",
+        ));
+    }
+    Ok(())
 }
 
 fn check_representable(text: &str) -> Result<(), ValueError> {
