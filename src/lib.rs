@@ -8,6 +8,7 @@
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod image_ref;
 pub mod manifests;

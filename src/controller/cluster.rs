@@ -1,0 +1,133 @@
+//! The Cluster controller: a summary of its Servers in status (total, ready,
+//! `Ready`). The summary is a pure function of the Cluster and the Servers.
+
+use kube::{Resource, ResourceExt};
+
+use super::conditions::{READY, reason};
+use crate::crd::{Cluster, ClusterStatus, Condition, ConditionStatus, Server, set_condition};
+
+/// The status `cluster` should have given `servers` (any Servers; those of other
+/// clusters or namespaces are ignored). Keeps `lastTransitionTime` of unchanged
+/// conditions from `cluster`'s current status.
+pub fn summarize(cluster: &Cluster, servers: &[Server]) -> ClusterStatus {
+    let name = cluster.name_any();
+    let members: Vec<&Server> = servers
+        .iter()
+        .filter(|s| s.namespace() == cluster.namespace() && s.spec.cluster_ref.name == name)
+        .collect();
+    let is_ready = |s: &Server| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == ConditionStatus::True)
+        })
+    };
+    let ready = members.iter().filter(|s| is_ready(s)).count();
+    let not_ready: Vec<String> = members
+        .iter()
+        .filter(|s| !is_ready(s))
+        .map(|s| s.name_any())
+        .collect();
+    let generation = cluster.meta().generation;
+    let condition = if not_ready.is_empty() {
+        Condition::new(
+            READY,
+            ConditionStatus::True,
+            reason::ALL_SERVERS_READY,
+            format!("{} of {} Servers ready", ready, members.len()),
+            generation,
+        )
+    } else {
+        let mut shown = not_ready.clone();
+        shown.truncate(10);
+        let more = if not_ready.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        };
+        Condition::new(
+            READY,
+            ConditionStatus::False,
+            reason::SERVERS_NOT_READY,
+            format!(
+                "{} of {} Servers ready; not ready: {}{more}",
+                ready,
+                members.len(),
+                shown.join(", ")
+            ),
+            generation,
+        )
+    };
+    let mut status = cluster.status.clone().unwrap_or_default();
+    set_condition(&mut status.conditions, condition);
+    status.observed_generation = generation;
+    status.servers_total = u32::try_from(members.len()).unwrap_or(u32::MAX);
+    status.servers_ready = u32::try_from(ready).unwrap_or(u32::MAX);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ClusterSpec, LocalObjectReference, ServerSpec, ServerStatus};
+
+    fn server(name: &str, cluster: &str, ready: Option<bool>) -> Server {
+        let mut s = Server::new(
+            name,
+            ServerSpec {
+                cluster_ref: LocalObjectReference {
+                    name: cluster.into(),
+                },
+                host: "10.0.0.1".into(),
+                provisioning: Default::default(),
+                ssh: None,
+                roles: vec![crate::crd::Role::Agent],
+                images: Default::default(),
+                parameters: Default::default(),
+                suspend: false,
+                layout: None,
+            },
+        );
+        s.metadata.namespace = Some("ns".into());
+        s.status = ready.map(|r| ServerStatus {
+            conditions: vec![Condition::new(
+                READY,
+                if r {
+                    ConditionStatus::True
+                } else {
+                    ConditionStatus::False
+                },
+                "X",
+                "",
+                None,
+            )],
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn counts_members_and_names_the_unready() {
+        let mut c = Cluster::new("lab", ClusterSpec::default());
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.generation = Some(3);
+        let servers = [
+            server("a", "lab", Some(true)),
+            server("b", "lab", Some(false)),
+            server("c", "lab", None),
+            server("d", "other", Some(true)),
+        ];
+        let st = summarize(&c, &servers);
+        assert_eq!((st.servers_total, st.servers_ready), (3, 1));
+        assert_eq!(st.observed_generation, Some(3));
+        let ready = &st.conditions[0];
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert_eq!(ready.message, "1 of 3 Servers ready; not ready: b, c");
+
+        let st = summarize(&c, &servers[..1]);
+        assert_eq!(st.conditions[0].status, ConditionStatus::True);
+        // Recomputing from a status that already holds the result changes nothing.
+        c.status = Some(st.clone());
+        assert_eq!(summarize(&c, &servers[..1]), st);
+    }
+}

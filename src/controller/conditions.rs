@@ -1,0 +1,73 @@
+//! Condition types and reasons used in status, as named constants. Reasons are
+//! UpperCamelCase (API conventions); `Ready` summarises, `Reconciling` and
+//! `Stalled` are the abnormal-true conditions kstatus and GitOps tools read.
+
+/// Summary: the resource is in its desired state.
+pub const READY: &str = "Ready";
+/// The Server's containers were provisioned with the applied hash.
+pub const PROVISIONED: &str = "Provisioned";
+/// Work is in progress (a run, a push, waiting for a dependency or a slot).
+pub const RECONCILING: &str = "Reconciling";
+/// Progress is blocked until something outside changes (missing object,
+/// invalid configuration).
+pub const STALLED: &str = "Stalled";
+/// A check-mode run found the host differs from the desired state.
+pub const DRIFTED: &str = "Drifted";
+/// The Image is in the registry.
+pub const PUSHED: &str = "Pushed";
+
+/// Reasons.
+pub mod reason {
+    /// Everything is as desired.
+    pub const PROVISIONED: &str = "Provisioned";
+    /// An External server: counted, never touched.
+    pub const EXTERNAL: &str = "External";
+    /// `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// A run is queued or running.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// A deprovision run is queued or running.
+    pub const DEPROVISIONING: &str = "Deprovisioning";
+    /// The last run failed.
+    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
+    /// The deprovision run failed; the finalizer stays.
+    pub const DEPROVISIONING_FAILED: &str = "DeprovisioningFailed";
+    /// The run was lost by the runner (restart) and will be redone.
+    pub const RUN_LOST: &str = "RunLost";
+    /// Waiting for a rollout slot of the cluster (`rollout.maxParallel`).
+    pub const WAITING_FOR_ROLLOUT: &str = "WaitingForRollout";
+    /// Waiting for the backoff after a failure.
+    pub const BACKING_OFF: &str = "BackingOff";
+    /// The referenced Cluster does not exist.
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+    /// No Image is set for one of the Server's roles.
+    pub const NO_IMAGE_FOR_ROLE: &str = "NoImageForRole";
+    /// A referenced Image does not exist.
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    /// A referenced Image exists but is not pushed yet.
+    pub const IMAGE_NOT_READY: &str = "ImageNotReady";
+    /// The SSH Secret is missing or lacks a key.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The effective configuration is invalid.
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// The playbook runner could not be reached.
+    pub const RUNNER_UNAVAILABLE: &str = "RunnerUnavailable";
+    /// A check-mode run found differences.
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    /// A check-mode run found none.
+    pub const NO_DRIFT: &str = "NoDrift";
+    /// No problem.
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// The Image is being pushed.
+    pub const PUSHING: &str = "Pushing";
+    /// The push failed.
+    pub const PUSH_FAILED: &str = "PushFailed";
+    /// The Image was pushed.
+    pub const PUSHED: &str = "Pushed";
+    /// A package Image: recorded, never pushed.
+    pub const RECORDED: &str = "Recorded";
+    /// Every managed Server of the cluster is Ready.
+    pub const ALL_SERVERS_READY: &str = "AllServersReady";
+    /// Some managed Servers are not Ready.
+    pub const SERVERS_NOT_READY: &str = "ServersNotReady";
+}

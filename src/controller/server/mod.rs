@@ -1,0 +1,4 @@
+//! The Server controller: drives each Server toward its declared containers
+//! through the playbook runner.
+
+pub mod decide;
