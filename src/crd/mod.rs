@@ -8,7 +8,7 @@ mod image;
 mod server;
 
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus, RegistrySpec, RolloutSpec};
-pub use condition::{Condition, ConditionStatus, set_condition};
+pub use condition::{Condition, ConditionStatus, now_rfc3339, set_condition};
 pub use image::{Image, ImageCategory, ImageSource, ImageSpec, ImageStatus};
 pub use server::{
     ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec, ServerStatus, SshSpec,

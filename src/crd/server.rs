@@ -214,6 +214,10 @@ pub struct ServerStatus {
     /// When the next attempt happens after a failure (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_time: Option<String>,
+    /// The value of the `servermanager.contrail.io/retry` annotation last acted
+    /// upon; setting the annotation to a new value retries at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_token: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
