@@ -5,7 +5,10 @@
 //! - [`config`]: the effective-configuration engine (merge, derive, render,
 //!   validate); pure, no I/O.
 //! - [`image_ref`]: registry image reference naming and validation.
+//! - [`registry`]: pushing image tarballs to a registry (direct OCI push or
+//!   through a Docker engine) and deleting pushed tags.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 
 pub mod crd;
 pub mod image_ref;
+pub mod registry;
