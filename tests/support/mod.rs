@@ -3,6 +3,8 @@
 //! Each helper fails loudly when its component is missing: tests never skip.
 #![allow(dead_code)]
 
+pub mod http_tools;
+pub mod images;
 pub mod registry;
 
 use std::net::TcpListener;
