@@ -118,7 +118,7 @@ impl Tarball {
             // Seeking past the end succeeds silently: check every entry is whole.
             if let Some((name, _)) = scan.files.iter().find(|(_, e)| e.offset + e.size > len) {
                 return Err(TarballError::Invalid(format!(
-                    "the tarball is truncated: {name} ends past its end ({len} bytes)"
+                    "the tarball is truncated: {name} runs past the end of the file ({len} bytes)"
                 )));
             }
         }
@@ -366,15 +366,15 @@ impl Scan {
                     .map_err(not_a_tar)?
                     .ok_or_else(|| TarballError::Invalid(format!("link {name} has no target")))?
                     .into_owned();
-                let target = if kind.is_symlink() && !target.is_absolute() {
-                    Path::new(&name)
-                        .parent()
-                        .unwrap_or(Path::new(""))
-                        .join(target)
+                // docker save links duplicate layers as `../<id>/layer.tar`:
+                // `..` is fine in a symlink target as long as it stays inside.
+                let target = if kind.is_symlink() {
+                    let dir = Path::new(&name).parent().unwrap_or(Path::new(""));
+                    resolve_within(dir, &target)
                 } else {
-                    target
-                };
-                let target = normalize(&target).map_err(TarballError::Invalid)?;
+                    normalize(&target)
+                }
+                .map_err(TarballError::Invalid)?;
                 self.links.insert(name, target);
             }
         }
@@ -443,6 +443,33 @@ pub(crate) fn normalize(path: &Path) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// Resolves a symlink target relative to `dir`, allowing `..` that stays inside
+/// the archive.
+fn resolve_within(dir: &Path, target: &Path) -> Result<String, String> {
+    let escape = || {
+        format!(
+            "link target {} escapes the archive (path traversal)",
+            target.display()
+        )
+    };
+    let mut parts: Vec<String> = normalize(dir)?
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().ok_or_else(escape)?.to_string()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop().ok_or_else(escape)?;
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(escape()),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +480,12 @@ mod tests {
         assert!(normalize(Path::new("../etc/passwd")).is_err());
         assert!(normalize(Path::new("a/../../b")).is_err());
         assert!(normalize(Path::new("/etc/passwd")).is_err());
+        assert_eq!(
+            resolve_within(Path::new("a"), Path::new("../b/layer.tar")).unwrap(),
+            "b/layer.tar"
+        );
+        assert!(resolve_within(Path::new("a"), Path::new("../../x")).is_err());
+        assert!(resolve_within(Path::new("a"), Path::new("/x")).is_err());
     }
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
