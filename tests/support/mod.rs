@@ -6,6 +6,7 @@
 pub mod http_tools;
 pub mod images;
 pub mod registry;
+pub mod secure_registry;
 
 use std::net::TcpListener;
 use std::path::Path;
