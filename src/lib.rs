@@ -5,6 +5,8 @@
 //! - [`config`]: the effective-configuration engine (merge, derive, render,
 //!   validate); pure, no I/O.
 //! - [`image_ref`]: registry image reference naming and validation.
+//! - [`registry`]: pushing image tarballs to a registry (direct OCI push or
+//!   through a Docker engine) and deleting pushed tags.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 
 pub mod config;
@@ -12,3 +14,4 @@ pub mod controller;
 pub mod crd;
 pub mod image_ref;
 pub mod manifests;
+pub mod registry;

@@ -3,7 +3,10 @@
 //! Each helper fails loudly when its component is missing: tests never skip.
 #![allow(dead_code)]
 
+pub mod http_tools;
+pub mod images;
 pub mod registry;
+pub mod secure_registry;
 
 use std::net::TcpListener;
 use std::path::Path;

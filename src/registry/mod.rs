@@ -1,0 +1,766 @@
+//! Image push: an image tarball (`docker save` or OCI image layout, plain or gzip,
+//! by path or HTTP(S) URL) into a registry as `<imageId>-<imageType>:<version>`.
+//!
+//! - [`push`]: the direct push over the OCI distribution API (the default):
+//!   layers streamed from the tarball with digests checked on the fly, `HEAD`
+//!   before upload, cross-repository mount, parallel uploads, retries with
+//!   backoff, manifest pushed last (a failed push never leaves a tag pointing at
+//!   missing blobs). Memory stays flat in the image size.
+//! - [`docker_engine::push`]: the same through a Docker engine (load, tag, push).
+//! - [`delete_tag`]: removes a pushed tag (the Image finalizer's clean-up).
+//!
+//! Reading tarballs lives in `tarball`, working out what to push in `plan`, the
+//! HTTP calls in `client`.
+
+mod client;
+pub mod docker_engine;
+mod plan;
+mod tarball;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::crd::Role;
+use crate::image_ref::{ImageRefError, ImageReference};
+use client::{HttpError, RegistryClient, retrying};
+use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
+use tarball::{Origin, Tarball, TarballError};
+
+/// Where the image tarball comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file readable by this process.
+    Path(PathBuf),
+    /// An HTTP(S) URL, streamed (a plain tarball served with range support is
+    /// read in parallel; otherwise sequentially, once per pass).
+    Url(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Registry credentials (from the Image controller's Secret or the CLI).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How hard to try a failing registry call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled each time.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The registry to push to and how to talk to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// `host[:port]`, optionally followed by a path prefix for repositories.
+    pub address: String,
+    /// Plain HTTP instead of HTTPS. Only when explicitly asked for.
+    pub insecure: bool,
+    /// PEM file of CA certificates trusted in addition to the system's.
+    pub ca_bundle: Option<PathBuf>,
+    /// Credentials for basic auth or the bearer token flow.
+    pub credentials: Option<Credentials>,
+    /// Retries on connection errors and 5xx answers.
+    pub retry: RetryPolicy,
+}
+
+/// One push: which tarball, which registry, which name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRequest {
+    /// The image tarball.
+    pub source: Source,
+    /// The destination registry.
+    pub registry: RegistryConfig,
+    /// First part of the repository name (`contrail-container`).
+    pub image_id: String,
+    /// The role, second part of the repository name.
+    pub image_type: Role,
+    /// The tag.
+    pub version: String,
+    /// Which image of a tarball holding several: a `RepoTags` entry (docker save),
+    /// a `ref.name` annotation or a manifest digest (OCI layout).
+    pub select: Option<String>,
+    /// Repositories of the same registry to mount shared layers from, in addition
+    /// to the registry's other `<imageId>-*` repositories found in its catalog.
+    pub mount_from: Vec<String>,
+    /// How many blobs to upload at once (when the source allows random access).
+    pub parallelism: usize,
+}
+
+impl PushRequest {
+    /// A request with the defaults: no selection, no extra mount sources, 4
+    /// parallel uploads.
+    pub fn new(
+        source: Source,
+        registry: RegistryConfig,
+        image_id: impl Into<String>,
+        image_type: Role,
+        version: impl Into<String>,
+    ) -> PushRequest {
+        PushRequest {
+            source,
+            registry,
+            image_id: image_id.into(),
+            image_type,
+            version: version.into(),
+            select: None,
+            mount_from: Vec::new(),
+            parallelism: 4,
+        }
+    }
+}
+
+/// Progress of a push, reported through the callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of blobs done: uploaded, or found/mounted in the registry.
+    pub bytes_done: u64,
+    /// Bytes of all the image's blobs.
+    pub bytes_total: u64,
+}
+
+/// What a successful push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    /// The pushed reference.
+    pub reference: ImageReference,
+    /// Manifest digest as reported by the registry (`sha256:…`).
+    pub digest: String,
+    /// Total size of the image's blobs (layers and config).
+    pub size: u64,
+    /// Blob bytes actually uploaded (0 on a re-push).
+    pub bytes_uploaded: u64,
+    /// Blobs uploaded.
+    pub blobs_uploaded: usize,
+    /// Blobs mounted from another repository of the registry.
+    pub blobs_mounted: usize,
+    /// Blobs the repository already had.
+    pub blobs_skipped: usize,
+}
+
+/// Why a push (or tag deletion) failed; named after the failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The image id, version or registry address is invalid.
+    #[error("failed to name the image: {0}")]
+    Reference(#[from] ImageRefError),
+    /// The HTTP client (TLS, CA bundle) could not be set up.
+    #[error("failed to configure the registry client: {0}")]
+    Configure(String),
+    /// The tarball cannot be opened or is not a valid archive.
+    #[error("failed to read the image tarball {source_name}: {message}")]
+    ReadTarball {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tarball holds no usable image description.
+    #[error("failed to understand the image in {source_name}: {message}")]
+    InvalidImage {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Several images and no (or no matching) choice.
+    #[error("failed to select the image in {source_name}: {message}")]
+    SelectImage {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A layer's content does not match the digest the image declares.
+    #[error("failed to verify blob {digest}: its content hashes to {actual}")]
+    VerifyBlob {
+        /// The declared digest.
+        digest: String,
+        /// What the content hashes to (or a size mismatch).
+        actual: String,
+    },
+    /// The registry cannot be reached or refuses us.
+    #[error("failed to reach the registry {registry}: {message}")]
+    ConnectRegistry {
+        /// The registry address.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Checking for or mounting an existing blob failed.
+    #[error("failed to check blob {digest} in the registry: {message}")]
+    CheckBlob {
+        /// The blob.
+        digest: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Uploading a blob failed.
+    #[error("failed to upload blob {digest}: {message}")]
+    UploadBlob {
+        /// The blob.
+        digest: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Pushing the manifest (the tag) failed.
+    #[error("failed to push the manifest of {reference}: {message}")]
+    PushManifest {
+        /// The reference.
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Deleting a tag failed.
+    #[error("failed to delete {reference}: {message}")]
+    DeleteTag {
+        /// The reference.
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Docker engine path failed (load, tag or push).
+    #[error("failed to {operation} through the Docker engine: {message}")]
+    DockerEngine {
+        /// `load the tarball`, `tag the image`, `push the image`…
+        operation: &'static str,
+        /// What went wrong, with the engine's own message.
+        message: String,
+    },
+}
+
+impl PushError {
+    /// A static category, for metric labels and event reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PushError::Reference(_) => "InvalidReference",
+            PushError::Configure(_) => "ConfigureClient",
+            PushError::ReadTarball { .. } => "ReadTarball",
+            PushError::InvalidImage { .. } => "InvalidImage",
+            PushError::SelectImage { .. } => "SelectImage",
+            PushError::VerifyBlob { .. } => "VerifyBlob",
+            PushError::ConnectRegistry { .. } => "ConnectRegistry",
+            PushError::CheckBlob { .. } => "CheckBlob",
+            PushError::UploadBlob { .. } => "UploadBlob",
+            PushError::PushManifest { .. } => "PushManifest",
+            PushError::DeleteTag { .. } => "DeleteTag",
+            PushError::DockerEngine { .. } => "DockerEngine",
+        }
+    }
+}
+
+/// A progress callback shared by the upload tasks.
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Pushes an image tarball directly to the registry (see the module header).
+///
+/// `progress` is called from several threads as bytes are done; keep it cheap.
+pub async fn push(
+    req: &PushRequest,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<PushReport, PushError> {
+    let reference = ImageReference::new(
+        &req.registry.address,
+        &req.image_id,
+        req.image_type,
+        &req.version,
+    )?;
+    let client = Arc::new(
+        RegistryClient::new(&req.registry, &reference.registry).map_err(PushError::Configure)?,
+    );
+    let source_name = req.source.to_string();
+    let (tarball, plan) = open_and_plan(req).await?;
+    let tarball = Arc::new(tarball);
+    let registry = reference.registry.clone();
+    retrying(&client.retry, || client.ping())
+        .await
+        .map_err(|e| PushError::ConnectRegistry {
+            registry: registry.clone(),
+            message: e.message,
+        })?;
+
+    let repo = reference.repository.clone();
+    let total: u64 = plan.blobs.iter().map(|b| b.size).sum();
+    let done = Arc::new(AtomicU64::new(0));
+    let progress: ProgressFn = Arc::new(progress);
+    progress(Progress {
+        bytes_done: 0,
+        bytes_total: total,
+    });
+    let candidates = mount_candidates(&client, req, &repo).await;
+
+    // Layers in archive order: a sequential source must be read front to back.
+    let mut blobs = plan.blobs.clone();
+    blobs.sort_by_key(|b| match &b.data {
+        BlobData::Entry(e) => e.offset,
+        BlobData::Bytes(_) => u64::MAX,
+    });
+    let parallelism = if tarball.random_access() {
+        req.parallelism.max(1)
+    } else {
+        1
+    };
+    let ctx = Arc::new(BlobContext {
+        client: client.clone(),
+        tarball,
+        repo: repo.clone(),
+        candidates,
+        done,
+        total,
+        progress,
+    });
+    let outcomes: Vec<Result<BlobOutcome, PushError>> = futures::stream::iter(blobs)
+        .map(|blob| {
+            let ctx = ctx.clone();
+            async move { ensure_blob(&ctx, &blob).await }
+        })
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
+    let mut report = PushReport {
+        reference: reference.clone(),
+        digest: String::new(),
+        size: total,
+        bytes_uploaded: 0,
+        blobs_uploaded: 0,
+        blobs_mounted: 0,
+        blobs_skipped: 0,
+    };
+    for outcome in outcomes {
+        match outcome? {
+            BlobOutcome::Skipped => report.blobs_skipped += 1,
+            BlobOutcome::Mounted => report.blobs_mounted += 1,
+            BlobOutcome::Uploaded(n) => {
+                report.blobs_uploaded += 1;
+                report.bytes_uploaded += n;
+            }
+        }
+    }
+    // Every blob is in: only now does the tag appear.
+    let digest = retrying(&client.retry, || {
+        client.put_manifest(
+            &repo,
+            &reference.tag,
+            &plan.manifest_media_type,
+            &plan.manifest,
+        )
+    })
+    .await
+    .map_err(|e| PushError::PushManifest {
+        reference: reference.to_string(),
+        message: e.message,
+    })?;
+    if digest != plan.manifest_digest {
+        return Err(PushError::PushManifest {
+            reference: reference.to_string(),
+            message: format!(
+                "the registry stored {digest}, expected {}",
+                plan.manifest_digest
+            ),
+        });
+    }
+    tracing::info!(%reference, %digest, bytes_uploaded = report.bytes_uploaded, source = %source_name, "image pushed");
+    report.digest = digest;
+    Ok(report)
+}
+
+/// Indexes the tarball and works out the plan, on a blocking thread.
+async fn open_and_plan(req: &PushRequest) -> Result<(Tarball, PushPlan), PushError> {
+    let source_name = req.source.to_string();
+    let origin = match &req.source {
+        Source::Path(p) => Origin::File(p.clone()),
+        Source::Url(u) => {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(PushError::ReadTarball {
+                    source_name,
+                    message: "only http:// and https:// URLs are supported".into(),
+                });
+            }
+            Origin::Url {
+                client: client::http_client(req.registry.ca_bundle.as_deref())
+                    .map_err(PushError::Configure)?,
+                url: u.clone(),
+                handle: tokio::runtime::Handle::current(),
+            }
+        }
+    };
+    let select = req.select.clone();
+    let name = source_name.clone();
+    tokio::task::spawn_blocking(move || {
+        let tarball = Tarball::index(origin).map_err(|e| tarball_error(&name, e))?;
+        let plan = plan::plan(&tarball, select.as_deref()).map_err(|e| match e {
+            PlanError::Tarball(t) => tarball_error(&name, t),
+            PlanError::Invalid(message) => PushError::InvalidImage {
+                source_name: name.clone(),
+                message,
+            },
+            PlanError::Select(message) => PushError::SelectImage {
+                source_name: name.clone(),
+                message,
+            },
+        })?;
+        Ok((tarball, plan))
+    })
+    .await
+    .map_err(|e| PushError::ReadTarball {
+        source_name,
+        message: format!("reader task failed: {e}"),
+    })?
+}
+
+fn tarball_error(source_name: &str, e: TarballError) -> PushError {
+    PushError::ReadTarball {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Repositories that may hold our layers: the explicit ones, then the registry's
+/// other repositories of the same image id (the roles of one product share their
+/// base layers). The catalog is best effort: a registry that hides it only costs
+/// the mounts.
+async fn mount_candidates(client: &RegistryClient, req: &PushRequest, repo: &str) -> Vec<String> {
+    let mut out: Vec<String> = req
+        .mount_from
+        .iter()
+        .filter(|r| *r != repo)
+        .cloned()
+        .collect();
+    let prefix = match repo.rsplit_once('/') {
+        Some((p, _)) => format!("{p}/{}-", req.image_id),
+        None => format!("{}-", req.image_id),
+    };
+    if let Ok(all) = client.catalog().await {
+        for r in all {
+            if r != repo && r.starts_with(&prefix) && !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// What the upload tasks share.
+struct BlobContext {
+    client: Arc<RegistryClient>,
+    tarball: Arc<Tarball>,
+    repo: String,
+    candidates: Vec<String>,
+    done: Arc<AtomicU64>,
+    total: u64,
+    progress: ProgressFn,
+}
+
+impl BlobContext {
+    fn advance(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        (self.progress)(Progress {
+            bytes_done: done,
+            bytes_total: self.total,
+        });
+    }
+
+    fn rewind(&self, n: u64) {
+        self.done.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+enum BlobOutcome {
+    Skipped,
+    Mounted,
+    Uploaded(u64),
+}
+
+/// Makes sure one blob is in the repository: already there, mounted, or uploaded.
+async fn ensure_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<BlobOutcome, PushError> {
+    let check_err = |e: HttpError| PushError::CheckBlob {
+        digest: blob.digest.clone(),
+        message: e.message,
+    };
+    let client = &ctx.client;
+    if retrying(&client.retry, || {
+        client.blob_exists(&ctx.repo, &blob.digest)
+    })
+    .await
+    .map_err(check_err)?
+    {
+        ctx.advance(blob.size);
+        return Ok(BlobOutcome::Skipped);
+    }
+    for from in &ctx.candidates {
+        // A HEAD first: a mount from a repository without the blob would start
+        // (and leave) an upload session.
+        let has = retrying(&client.retry, || client.blob_exists(from, &blob.digest)).await;
+        if matches!(has, Ok(true))
+            && retrying(&client.retry, || {
+                client.mount(&ctx.repo, &blob.digest, from)
+            })
+            .await
+            .map_err(check_err)?
+        {
+            ctx.advance(blob.size);
+            return Ok(BlobOutcome::Mounted);
+        }
+    }
+    upload_blob(ctx, blob).await.map(BlobOutcome::Uploaded)
+}
+
+/// Why one upload attempt failed.
+enum AttemptError {
+    Http(HttpError),
+    Fatal(PushError),
+}
+
+async fn upload_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<u64, PushError> {
+    let upload_err = |message: String| PushError::UploadBlob {
+        digest: blob.digest.clone(),
+        message,
+    };
+    if let BlobData::Bytes(data) = &blob.data {
+        let client = &ctx.client;
+        retrying(&client.retry, || {
+            client.put_small_blob(&ctx.repo, &blob.digest, data)
+        })
+        .await
+        .map_err(|e| upload_err(e.message))?;
+        ctx.advance(blob.size);
+        return Ok(blob.size);
+    }
+    let policy = ctx.client.retry.clone();
+    let mut delay = policy.initial_backoff;
+    let mut attempt = 1;
+    loop {
+        match upload_attempt(ctx, blob).await {
+            Ok(()) => return Ok(blob.size),
+            Err(AttemptError::Fatal(e)) => return Err(e),
+            Err(AttemptError::Http(e)) if e.retryable && attempt < policy.attempts => {
+                tracing::debug!(attempt, digest = %blob.digest, error = %e.message, "blob upload failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_backoff);
+                attempt += 1;
+            }
+            Err(AttemptError::Http(e)) => {
+                let suffix = if attempt > 1 {
+                    format!(" (after {attempt} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(upload_err(format!("{}{suffix}", e.message)));
+            }
+        }
+    }
+}
+
+/// What the reading thread found.
+enum Produced {
+    /// The whole blob was read and matched its digest.
+    Verified,
+    /// The request stopped taking data (it failed); the request's error says why.
+    Abandoned,
+    /// Reading the tarball failed.
+    Read(String),
+    /// The content does not match.
+    Mismatch(String),
+}
+
+const CHUNK: usize = 256 << 10;
+
+/// One upload: `POST` a session, then one streamed `PUT` of the blob read from the
+/// tarball on a blocking thread, hashed as it goes. The last chunk is held back
+/// until the hash is known, so a mismatching blob never completes its upload.
+async fn upload_attempt(ctx: &BlobContext, blob: &PlannedBlob) -> Result<(), AttemptError> {
+    let BlobData::Entry(entry) = blob.data.clone() else {
+        return Ok(());
+    };
+    let location = ctx
+        .client
+        .start_upload(&ctx.repo)
+        .await
+        .map_err(AttemptError::Http)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let tarball = ctx.tarball.clone();
+    let expected = blob.digest.clone();
+    let size = blob.size;
+    let done = ctx.done.clone();
+    let progress = ctx.progress.clone();
+    let total = ctx.total;
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let result = produce(&tarball, entry, &expected, size, &tx, |n| {
+            sent += n;
+            let d = done.fetch_add(n, Ordering::Relaxed) + n;
+            progress(Progress {
+                bytes_done: d,
+                bytes_total: total,
+            });
+        });
+        (result, sent)
+    });
+    let body = reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let put = ctx
+        .client
+        .put_blob(&ctx.repo, &location, &blob.digest, blob.size, body)
+        .await;
+    let (produced, sent) = producer.await.map_err(|e| {
+        AttemptError::Fatal(PushError::UploadBlob {
+            digest: blob.digest.clone(),
+            message: format!("reader task failed: {e}"),
+        })
+    })?;
+    let fail = |e| {
+        ctx.rewind(sent);
+        Err(e)
+    };
+    match produced {
+        Produced::Mismatch(actual) => fail(AttemptError::Fatal(PushError::VerifyBlob {
+            digest: blob.digest.clone(),
+            actual,
+        })),
+        Produced::Read(message) => fail(AttemptError::Fatal(PushError::ReadTarball {
+            source_name: "the tarball".into(),
+            message,
+        })),
+        Produced::Verified | Produced::Abandoned => match put {
+            Ok(()) => Ok(()),
+            Err(e) => fail(AttemptError::Http(e)),
+        },
+    }
+}
+
+fn produce(
+    tarball: &Tarball,
+    entry: tarball::EntryData,
+    expected: &str,
+    size: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    mut sent: impl FnMut(u64),
+) -> Produced {
+    let mut reader = match tarball.open_at(entry) {
+        Ok(r) => r,
+        Err(e) => return Produced::Read(e.to_string()),
+    };
+    let mut hasher = Sha256::new();
+    let mut read_total = 0u64;
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other("tarball read failed")));
+                    return Produced::Read(e.to_string());
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        read_total += filled as u64;
+        if let Some(prev) = pending.replace(buf) {
+            let n = prev.len() as u64;
+            if tx.blocking_send(Ok(prev)).is_err() {
+                return Produced::Abandoned;
+            }
+            sent(n);
+        }
+    }
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if read_total != size || actual != expected {
+        let what = if read_total != size {
+            format!("{actual} ({read_total} bytes read, {size} expected: truncated?)")
+        } else {
+            actual
+        };
+        let _ = tx.blocking_send(Err(std::io::Error::other("blob digest mismatch")));
+        return Produced::Mismatch(what);
+    }
+    if let Some(last) = pending {
+        let n = last.len() as u64;
+        if tx.blocking_send(Ok(last)).is_err() {
+            return Produced::Abandoned;
+        }
+        sent(n);
+    }
+    Produced::Verified
+}
+
+/// Deletes the tag `<imageId>-<imageType>:<version>` (its manifest, by digest).
+/// Returns the deleted digest, or `None` when the tag did not exist. Other tags
+/// pointing at the same manifest disappear with it; blobs stay until the
+/// registry's garbage collection.
+pub async fn delete_tag(
+    registry: &RegistryConfig,
+    image_id: &str,
+    image_type: Role,
+    version: &str,
+) -> Result<Option<String>, PushError> {
+    let reference = ImageReference::new(&registry.address, image_id, image_type, version)?;
+    let client =
+        RegistryClient::new(registry, &reference.registry).map_err(PushError::Configure)?;
+    let err = |e: HttpError| PushError::DeleteTag {
+        reference: reference.to_string(),
+        message: e.message,
+    };
+    let digest = retrying(&client.retry, || {
+        client.manifest_digest(&reference.repository, &reference.tag)
+    })
+    .await
+    .map_err(err)?;
+    let Some(digest) = digest else {
+        return Ok(None);
+    };
+    retrying(&client.retry, || {
+        client.delete_manifest(&reference.repository, &digest)
+    })
+    .await
+    .map_err(err)?;
+    Ok(Some(digest))
+}
+
+use std::io::Read as _;
