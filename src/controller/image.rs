@@ -501,3 +501,74 @@ mod tests {
         assert!(is_done(&i));
     }
 }
+
+/// The real [`ImageEngine`]: the direct push over the OCI distribution API
+/// ([`crate::registry::push`]).
+pub struct RegistryEngine {
+    /// The registry Images are pushed to.
+    pub registry: crate::registry::RegistryConfig,
+}
+
+#[async_trait::async_trait]
+impl ImageEngine for RegistryEngine {
+    async fn push(&self, spec: &ImageSpec, progress: ProgressFn) -> Result<Pushed, EngineError> {
+        use crate::registry::{PushError, PushRequest, Source, push};
+        let source = match (&spec.source.path, &spec.source.url, &spec.source.reference) {
+            (Some(p), _, _) => Source::Path(p.into()),
+            (None, Some(u), _) => Source::Url(u.clone()),
+            _ => {
+                return Err(EngineError {
+                    reason: "UnsupportedSource".into(),
+                    message: "copying from an image reference is not supported yet: give source.path or source.url".into(),
+                    permanent: true,
+                });
+            }
+        };
+        let request = PushRequest::new(
+            source,
+            self.registry.clone(),
+            spec.image_id.clone(),
+            spec.image_type,
+            spec.version.clone(),
+        );
+        let report = push(&request, move |p| progress(p.bytes_done, p.bytes_total))
+            .await
+            .map_err(|e| {
+                let permanent = matches!(
+                    e,
+                    PushError::Reference(_)
+                        | PushError::ReadTarball { .. }
+                        | PushError::InvalidImage { .. }
+                        | PushError::SelectImage { .. }
+                        | PushError::VerifyBlob { .. }
+                );
+                EngineError {
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                    permanent,
+                }
+            })?;
+        Ok(Pushed {
+            reference: report.reference.to_string(),
+            digest: report.digest,
+            size: report.size,
+            bytes_uploaded: report.bytes_uploaded,
+        })
+    }
+
+    async fn remove(&self, spec: &ImageSpec) -> Result<(), EngineError> {
+        crate::registry::delete_tag(
+            &self.registry,
+            &spec.image_id,
+            spec.image_type,
+            &spec.version,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| EngineError {
+            reason: e.reason().to_string(),
+            message: e.to_string(),
+            permanent: false,
+        })
+    }
+}
