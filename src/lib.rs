@@ -6,6 +6,8 @@
 //!   validate); pure, no I/O.
 //! - [`image_ref`]: registry image reference naming and validation.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
+//! - [`runner`]: the playbook runner service (REST over `ansible-playbook`) and its client.
 
 pub mod crd;
 pub mod image_ref;
+pub mod runner;
