@@ -8,6 +8,7 @@
 //! - [`registry`]: pushing image tarballs to a registry (direct OCI push or
 //!   through a Docker engine) and deleting pushed tags.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
+//! - [`runner`]: the playbook runner service (REST over `ansible-playbook`) and its client.
 
 pub mod config;
 pub mod controller;
@@ -15,3 +16,4 @@ pub mod crd;
 pub mod image_ref;
 pub mod manifests;
 pub mod registry;
+pub mod runner;

@@ -43,6 +43,38 @@ enum Command {
     /// Push an image tarball (docker save or OCI layout, plain or gzip, path or
     /// URL) to a registry as `<imageId>-<imageType>:<version>`.
     Push(Box<PushArgs>),
+    /// Run the playbook runner: the REST service that runs the provisioning
+    /// playbooks with ansible-playbook over SSH.
+    PlaybookRunner(PlaybookRunnerArgs),
+}
+
+/// Flags of `server-manager playbook-runner`.
+#[derive(clap::Args)]
+struct PlaybookRunnerArgs {
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:9003")]
+    listen: std::net::SocketAddr,
+    /// Run records, per-run logs and debug.log.
+    #[arg(long, default_value = "/var/lib/server-manager/runner")]
+    data_dir: PathBuf,
+    /// File holding the bearer token clients must present.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// The bearer token (prefer the environment variable or --token-file).
+    #[arg(long, env = "SM_RUNNER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Directory of provision.yml, deprovision.yml, logs.yml and callback_plugins/.
+    #[arg(long, default_value = "playbooks")]
+    playbooks: PathBuf,
+    /// Runs executing at once over all hosts (one per host in any case).
+    #[arg(long, default_value_t = 4)]
+    max_concurrent: usize,
+    /// Timeout of a run that does not set its own, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    run_timeout: u64,
+    /// The ansible-playbook program.
+    #[arg(long, default_value = "ansible-playbook")]
+    ansible_playbook: PathBuf,
 }
 
 /// Arguments of `server-manager push`.
@@ -118,6 +150,7 @@ fn main() -> ExitCode {
             out,
         } => render(&files, &namespace, &server, out),
         Command::Push(args) => push(*args),
+        Command::PlaybookRunner(args) => playbook_runner(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,4 +292,31 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         report.blobs_skipped
     );
     Ok(())
+}
+
+fn playbook_runner(args: PlaybookRunnerArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let token = match (&args.token_file, args.token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        (None, Some(token)) => token,
+        (None, None) => anyhow::bail!(
+            "a bearer token is required: --token-file FILE or the SM_RUNNER_TOKEN environment variable"
+        ),
+    };
+    let playbooks = std::fs::canonicalize(&args.playbooks)
+        .with_context(|| format!("playbook directory {}", args.playbooks.display()))?;
+    let mut config = server_manager::runner::RunnerConfig::new(args.data_dir, playbooks);
+    config.max_concurrent = args.max_concurrent.max(1);
+    config.default_timeout = std::time::Duration::from_secs(args.run_timeout.max(1));
+    config.ansible_playbook = args.ansible_playbook;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(server_manager::runner::serve(args.listen, token, config))
 }

@@ -1,0 +1,617 @@
+//! The playbook runner's REST API types, shared by the service
+//! ([`super::http`]) and the client ([`super::client`]): one definition of every
+//! request and response, so both sides cannot drift apart.
+//!
+//! Secrets (the SSH private key, the registry password) travel only in
+//! requests, inside [`Secret`], whose `Debug` is redacted. No response or run
+//! record contains them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string (private key, password). Serialized as a plain string so a
+/// request can carry it; `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value, for the one place that must write it (a 0600 file).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+/// The playbooks a run may execute (files in the runner's playbook directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Playbook {
+    /// `provision.yml`: write the role files, pull the images, run the containers.
+    Provision,
+    /// `deprovision.yml`: remove the role containers and their files.
+    Deprovision,
+    /// `provision.yml` in check mode (`--check --diff`): reports drift
+    /// ([`RunStatus::changed`] > 0) without changing anything.
+    Check,
+}
+
+impl Playbook {
+    /// The playbook file name inside the playbook directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Playbook::Provision | Playbook::Check => "provision.yml",
+            Playbook::Deprovision => "deprovision.yml",
+        }
+    }
+
+    /// Whether the playbook runs in check mode.
+    pub fn check_mode(self) -> bool {
+        matches!(self, Playbook::Check)
+    }
+
+    /// The lower-case name used in the API and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Playbook::Provision => "provision",
+            Playbook::Deprovision => "deprovision",
+            Playbook::Check => "check",
+        }
+    }
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+fn default_user() -> String {
+    "root".to_string()
+}
+
+/// The host a run acts on and how to reach it over SSH.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Host name or IP address.
+    pub host: String,
+    /// SSH port (default 22).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// SSH user (default `root`).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The private key (OpenSSH or PEM format) used to log in.
+    pub private_key: Secret,
+    /// `known_hosts` lines for the host; the host key is verified against
+    /// them only (`[host]:port` form for a port other than 22).
+    pub known_hosts: String,
+}
+
+/// Registry credentials for pulling the role images.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// Registry address (`host:port`).
+    pub address: String,
+    /// Whether the registry is plain HTTP. The target's Docker engine must
+    /// already allow it (`insecure-registries`; loopback always is).
+    #[serde(default)]
+    pub insecure: bool,
+    /// User name; no login happens without one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password or token.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// One role (one container) on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSpec {
+    /// Role name (`controller`, `analytics`, …): `[a-z0-9][a-z0-9_-]*`.
+    pub name: String,
+    /// The full content of the role file, written byte for byte.
+    #[serde(default)]
+    pub config: String,
+    /// Full image reference (`registry/repository:tag` or `@digest`).
+    #[serde(default)]
+    pub image: String,
+}
+
+fn default_config_dir() -> String {
+    "/etc/contrail".to_string()
+}
+fn default_log_dir() -> String {
+    "/var/log/contrail".to_string()
+}
+fn default_data_dir() -> String {
+    "/var/lib/contrail".to_string()
+}
+fn default_container_prefix() -> String {
+    "contrail-".to_string()
+}
+
+/// The variables of the provisioning playbooks. Every string reaches Ansible
+/// marked unsafe: it is never templated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionVars {
+    /// Host directory of the role files (`<config_dir>/<role>.conf`, mode 0600),
+    /// mounted read-only at `/etc/contrailctl/<role>.conf`.
+    #[serde(default = "default_config_dir")]
+    pub config_dir: String,
+    /// Host log directory, mounted as `/var/log` in every container.
+    #[serde(default = "default_log_dir")]
+    pub log_dir: String,
+    /// Parent of the per-role persistent directories (`<data_dir>/<role>`,
+    /// mounted at `/var/lib/contrail`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Container name prefix: a role's container is `<prefix><role>`.
+    #[serde(default = "default_container_prefix")]
+    pub container_prefix: String,
+    /// Registry to log in to before pulling, if it needs credentials.
+    #[serde(default)]
+    pub registry: Option<RegistryAuth>,
+    /// The roles to provision (or deprovision).
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+}
+
+impl Default for ProvisionVars {
+    fn default() -> Self {
+        ProvisionVars {
+            config_dir: default_config_dir(),
+            log_dir: default_log_dir(),
+            data_dir: default_data_dir(),
+            container_prefix: default_container_prefix(),
+            registry: None,
+            roles: Vec::new(),
+        }
+    }
+}
+
+/// `POST /run_playbook` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Which playbook to run.
+    pub playbook: Playbook,
+    /// Where to run it.
+    pub target: Target,
+    /// The playbook variables.
+    #[serde(default)]
+    pub vars: ProvisionVars,
+    /// While a run with this key is queued or running, the same key returns
+    /// that run's id instead of starting another one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Per-run timeout; the runner's default when absent.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `POST /run_playbook` answer (status 202).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAccepted {
+    /// The run id.
+    pub id: String,
+    /// True when the idempotency key matched a run already queued or running.
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Waiting for its target or for a free slot.
+    Queued,
+    /// `ansible-playbook` is running.
+    Running,
+    /// Finished with no failed task.
+    Succeeded,
+    /// Finished with a failure (see [`RunStatus::message`]), timed out, or lost
+    /// by a runner restart.
+    Failed,
+    /// Cancelled by request.
+    Cancelled,
+}
+
+impl RunState {
+    /// Whether the run has ended (it will not change any more).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+
+    /// The lower-case name used in the API and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Ansible's play recap for the target host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recap {
+    /// Tasks that ran without change.
+    pub ok: u32,
+    /// Tasks that changed something (in check mode: would change).
+    pub changed: u32,
+    /// 1 when the host could not be reached.
+    pub unreachable: u32,
+    /// Failed tasks.
+    pub failed: u32,
+    /// Skipped tasks.
+    pub skipped: u32,
+    /// Rescued tasks.
+    pub rescued: u32,
+    /// Failed tasks whose errors were ignored.
+    pub ignored: u32,
+}
+
+/// `GET /playbook_status/{id}` answer, and the persisted run record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatus {
+    /// Run id.
+    pub id: String,
+    /// The playbook.
+    pub playbook: Playbook,
+    /// Target host.
+    pub host: String,
+    /// Target SSH port.
+    pub port: u16,
+    /// Current state.
+    pub state: RunState,
+    /// `ansible-playbook` exit code, once it has exited.
+    pub return_code: Option<i32>,
+    /// When the run was accepted (RFC 3339).
+    pub created: String,
+    /// When `ansible-playbook` started (RFC 3339).
+    pub started: Option<String>,
+    /// When the run ended (RFC 3339).
+    pub finished: Option<String>,
+    /// Tasks finished so far.
+    pub tasks_done: u32,
+    /// Tasks in the playbook.
+    pub tasks_total: u32,
+    /// The task running now.
+    pub current_task: Option<String>,
+    /// The task that failed.
+    pub failed_task: Option<String>,
+    /// What happened, in one line (the cause, for a failure).
+    pub message: Option<String>,
+    /// Tasks that changed something; in check mode, the tasks that would:
+    /// `changed > 0` after a `check` run means drift.
+    pub changed: u32,
+    /// Ansible's recap, once the play ended.
+    pub recap: Option<Recap>,
+}
+
+/// A host's log directory: body of `POST /host_logs/list` and
+/// `POST /host_logs/read`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLogsRequest {
+    /// The host, reached like a run's target.
+    pub target: Target,
+    /// The log directory on the host (default `/var/log/contrail`).
+    #[serde(default = "default_log_dir")]
+    pub log_dir: String,
+    /// For `read`: a plain file name inside `log_dir` (no `/`, no `..`).
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// One file of a host's log directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogFileEntry {
+    /// File name inside the log directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds since the epoch).
+    pub modified: f64,
+}
+
+/// `POST /host_logs/list` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogFileList {
+    /// The regular files directly inside the log directory, by name.
+    pub files: Vec<LogFileEntry>,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Why a request is refused before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ValidationError {
+    /// The offending field (`target.host`, `vars.roles[0].name`, …).
+    pub field: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks an absolute host path: no `..`, no control characters.
+pub fn validate_path(field: &str, path: &str) -> Result<(), ValidationError> {
+    if !path.starts_with('/') {
+        return Err(invalid(field, "must be an absolute path"));
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(invalid(field, "must not contain `..`"));
+    }
+    Ok(())
+}
+
+/// Checks a file name that must stay inside its directory: non-empty, no `/`,
+/// not `.` or `..`, no control characters.
+pub fn validate_file_name(field: &str, name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(invalid(field, "must be a file name"));
+    }
+    if name.contains('/') || name.contains('\\') || name.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            field,
+            "must be a plain file name (no `/`, no control characters)",
+        ));
+    }
+    Ok(())
+}
+
+impl Target {
+    /// Checks the values that reach SSH and the inventory.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let host_ok = !self.host.is_empty()
+            && self.host.len() <= 253
+            && !self.host.starts_with('-')
+            && self
+                .host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        if !host_ok {
+            return Err(invalid(
+                "target.host",
+                "must be a host name or an IP address",
+            ));
+        }
+        if self.port == 0 {
+            return Err(invalid("target.port", "must not be 0"));
+        }
+        let user_ok = !self.user.is_empty()
+            && self.user.len() <= 32
+            && self
+                .user
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && self.user.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+            });
+        if !user_ok {
+            return Err(invalid("target.user", "must be a POSIX user name"));
+        }
+        if self.private_key.expose().trim().is_empty() {
+            return Err(invalid("target.private_key", "must not be empty"));
+        }
+        if self.known_hosts.trim().is_empty() {
+            return Err(invalid(
+                "target.known_hosts",
+                "must hold the host's key: host keys are always verified",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_role_name(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+impl ProvisionVars {
+    /// Checks paths, names and images; `needs_images` for provision and check.
+    pub fn validate(&self, needs_images: bool) -> Result<(), ValidationError> {
+        validate_path("vars.config_dir", &self.config_dir)?;
+        validate_path("vars.log_dir", &self.log_dir)?;
+        validate_path("vars.data_dir", &self.data_dir)?;
+        if !self
+            .container_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            || self.container_prefix.starts_with(['.', '-', '_'])
+        {
+            return Err(invalid(
+                "vars.container_prefix",
+                "must be usable in a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+            ));
+        }
+        if self.roles.is_empty() {
+            return Err(invalid("vars.roles", "must name at least one role"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, role) in self.roles.iter().enumerate() {
+            if !is_role_name(&role.name) {
+                return Err(invalid(
+                    format!("vars.roles[{i}].name"),
+                    "must match [a-z0-9][a-z0-9_-]*",
+                ));
+            }
+            if !seen.insert(role.name.as_str()) {
+                return Err(invalid(
+                    format!("vars.roles[{i}].name"),
+                    format!("role {} appears twice", role.name),
+                ));
+            }
+            if needs_images
+                && (role.image.is_empty()
+                    || role
+                        .image
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(invalid(
+                    format!("vars.roles[{i}].image"),
+                    "must be an image reference",
+                ));
+            }
+        }
+        if let Some(registry) = &self.registry
+            && (registry.address.is_empty() || registry.address.chars().any(char::is_whitespace))
+        {
+            return Err(invalid("vars.registry.address", "must be host[:port]"));
+        }
+        Ok(())
+    }
+}
+
+impl RunRequest {
+    /// Checks the whole request; the service refuses an invalid one with 400.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.target.validate()?;
+        self.vars.validate(self.playbook != Playbook::Deprovision)?;
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > 256)
+        {
+            return Err(invalid("idempotency_key", "must be 1 to 256 characters"));
+        }
+        if self.timeout_seconds == Some(0) {
+            return Err(invalid("timeout_seconds", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+impl HostLogsRequest {
+    /// Checks the target, the directory and (when given) the file name.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.target.validate()?;
+        validate_path("log_dir", &self.log_dir)?;
+        if let Some(name) = &self.file {
+            validate_file_name("file", name)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RunRequest {
+        RunRequest {
+            playbook: Playbook::Provision,
+            target: Target {
+                host: "10.0.0.1".into(),
+                port: 22,
+                user: "root".into(),
+                private_key: Secret::new("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n"),
+                known_hosts: "10.0.0.1 ssh-ed25519 AAAA".into(),
+            },
+            vars: ProvisionVars {
+                roles: vec![RoleSpec {
+                    name: "controller".into(),
+                    config: "[GLOBAL]\n".into(),
+                    image: "r:5000/contrail-controller:1".into(),
+                }],
+                ..ProvisionVars::default()
+            },
+            idempotency_key: None,
+            timeout_seconds: None,
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let mut r = request();
+        r.vars.registry = Some(RegistryAuth {
+            address: "r:5000".into(),
+            insecure: true,
+            username: Some("u".into()),
+            password: Some(Secret::new("hunter2")),
+        });
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("PRIVATE KEY"), "{dbg}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn defaults_fill_paths_and_prefix() {
+        let json = r#"{"playbook":"check","target":{"host":"h","private_key":"k","known_hosts":"h k"},
+                       "vars":{"roles":[{"name":"lb","config":"","image":"i"}]}}"#;
+        let r: RunRequest = serde_json::from_str(json).expect("parse");
+        assert_eq!(r.target.port, 22);
+        assert_eq!(r.target.user, "root");
+        assert_eq!(r.vars.config_dir, "/etc/contrail");
+        assert_eq!(r.vars.container_prefix, "contrail-");
+        r.validate().expect("valid");
+    }
+
+    #[test]
+    fn refuses_unsafe_names_and_paths() {
+        let mut r = request();
+        r.target.host = "-oProxyCommand=x".into();
+        assert_eq!(r.validate().unwrap_err().field, "target.host");
+        let mut r = request();
+        r.vars.roles[0].name = "../x".into();
+        assert!(r.validate().is_err());
+        let mut r = request();
+        r.vars.config_dir = "/etc/../root".into();
+        assert!(r.validate().is_err());
+        let mut r = request();
+        r.target.known_hosts = " ".into();
+        assert!(r.validate().is_err());
+        assert!(validate_file_name("f", "..").is_err());
+        assert!(validate_file_name("f", "a/b").is_err());
+        assert!(validate_file_name("f", "contrail.log").is_ok());
+    }
+
+    #[test]
+    fn config_content_is_not_restricted() {
+        let mut r = request();
+        r.vars.roles[0].config = "x = {{ lookup('pipe','id') }}; rm -rf /\n\u{e9}".into();
+        r.validate()
+            .expect("any content is allowed: it is marked unsafe");
+    }
+}

@@ -1,0 +1,777 @@
+//! End-to-end tests of the playbook runner: the real `server-manager
+//! playbook-runner` binary, real `ansible-playbook`, real `sshd` targets on
+//! loopback, the machine's Docker engine and a real `docker-registry`.
+//!
+//! Every name (containers, images, directories, ports) carries a random
+//! suffix: other tests use the same Docker engine at the same time.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use server_manager::runner::RunnerClient;
+use server_manager::runner::api::{
+    HostLogsRequest, Playbook, ProvisionVars, RoleSpec, RunRequest, RunState, RunStatus, Secret,
+    Target,
+};
+use support::registry::TestRegistry;
+use support::sshd::TestSshd;
+use support::{docker_import_busybox, free_port, require, run};
+
+const TOKEN: &str = "runner-test-token";
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+/// The runner binary as a child process, killed on drop.
+struct RunnerProcess {
+    child: Child,
+    url: String,
+}
+
+impl RunnerProcess {
+    async fn start(data_dir: &Path, max_concurrent: usize) -> RunnerProcess {
+        require("ansible-playbook", "ansible");
+        let port = free_port();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("runner.stderr"))
+            .expect("runner stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
+            .arg("playbook-runner")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--playbooks")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks"))
+            .arg("--max-concurrent")
+            .arg(max_concurrent.to_string())
+            .env("SM_RUNNER_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start server-manager playbook-runner");
+        let runner = RunnerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = runner.client();
+        for _ in 0..200 {
+            if client.healthy().await {
+                return runner;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(data_dir.join("runner.stderr")).unwrap_or_default();
+        panic!("the playbook runner did not start: {log}");
+    }
+
+    fn client(&self) -> RunnerClient {
+        RunnerClient::new(&self.url, TOKEN).expect("client")
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Removes what a test created on the Docker engine, also when it fails.
+#[derive(Default)]
+struct DockerCleanup {
+    containers: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for i in &self.images {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+    }
+}
+
+/// A registry with the test image pushed.
+struct Fixture {
+    registry: TestRegistry,
+    image: String,
+    suffix: String,
+    cleanup: DockerCleanup,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let registry = TestRegistry::start();
+        let suffix = suffix();
+        let image = format!("{}/sm-runner-test-{suffix}:1", registry.addr);
+        let mut cleanup = DockerCleanup::default();
+        cleanup.images.push(image.clone());
+        // The container shows its role file, then stays up.
+        docker_import_busybox(
+            &image,
+            "/bin/sh -c 'cat /etc/contrailctl/*.conf; exec sleep 3600'",
+        );
+        run(Command::new("docker").args(["push", &image]));
+        // Pulled back by the playbook, through the registry.
+        run(Command::new("docker").args(["rmi", &image]));
+        Fixture {
+            registry,
+            image,
+            suffix,
+            cleanup,
+        }
+    }
+}
+
+/// A test "server": its own config/log/data directories and container prefix.
+struct Host {
+    dirs: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Host {
+    fn new(fixture: &mut Fixture, roles: &[&str]) -> Host {
+        let prefix = format!("smt-{}-{}-", fixture.suffix, &suffix()[..4]);
+        for role in roles {
+            fixture.cleanup.containers.push(format!("{prefix}{role}"));
+        }
+        Host {
+            dirs: tempfile::tempdir().expect("host dirs"),
+            prefix,
+        }
+    }
+
+    fn vars(&self, roles: Vec<RoleSpec>) -> ProvisionVars {
+        let d = self.dirs.path();
+        ProvisionVars {
+            config_dir: d.join("etc").display().to_string(),
+            log_dir: d.join("log").display().to_string(),
+            data_dir: d.join("lib").display().to_string(),
+            container_prefix: self.prefix.clone(),
+            registry: None,
+            roles,
+        }
+    }
+
+    fn config_path(&self, role: &str) -> PathBuf {
+        self.dirs.path().join("etc").join(format!("{role}.conf"))
+    }
+}
+
+fn target(sshd: &TestSshd) -> Target {
+    Target {
+        host: sshd.host.clone(),
+        port: sshd.port,
+        user: "root".into(),
+        private_key: Secret::new(sshd.private_key()),
+        known_hosts: sshd.known_hosts(),
+    }
+}
+
+fn request(playbook: Playbook, target: Target, vars: ProvisionVars) -> RunRequest {
+    RunRequest {
+        playbook,
+        target,
+        vars,
+        idempotency_key: None,
+        timeout_seconds: Some(300),
+    }
+}
+
+/// Everything a test saw from the API, for the key-material check.
+#[derive(Default)]
+struct Seen(Vec<String>);
+
+impl Seen {
+    fn status(&mut self, s: &RunStatus) {
+        self.0.push(serde_json::to_string(s).expect("json"));
+    }
+}
+
+async fn finish(client: &RunnerClient, id: &str, seen: &mut Seen) -> RunStatus {
+    let status = tokio::time::timeout(
+        Duration::from_secs(240),
+        client.wait(id, Duration::from_millis(200)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("run {id} did not finish in time"))
+    .expect("status");
+    seen.status(&status);
+    seen.0.push(client.logs(id).await.expect("logs"));
+    status
+}
+
+async fn run_to_end(client: &RunnerClient, req: &RunRequest, seen: &mut Seen) -> RunStatus {
+    let accepted = client.run(req).await.expect("run accepted");
+    seen.0.push(serde_json::to_string(&accepted).expect("json"));
+    finish(client, &accepted.id, seen).await
+}
+
+fn docker_inspect(name: &str) -> serde_json::Value {
+    let out = run(Command::new("docker").args(["inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    v[0].clone()
+}
+
+fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Live (not zombie) processes of a process group, from `/proc`.
+fn group_members_alive(pgid: i64) -> Vec<String> {
+    let mut alive = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+            alive.push(stat);
+        }
+    }
+    alive
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files_under(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+/// No line of the private key, nor its armour, in any file under `dirs` nor
+/// in any response seen.
+fn assert_no_key_material(key: &str, dirs: &[&Path], seen: &Seen) {
+    let body: Vec<&str> = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .collect();
+    assert!(!body.is_empty(), "the test key has no body lines");
+    let mut files = Vec::new();
+    for d in dirs {
+        files_under(d, &mut files);
+    }
+    assert!(!files.is_empty(), "no files to check");
+    let mut texts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    texts.extend(seen.0.iter().map(|s| ("response".to_string(), s.clone())));
+    for (name, text) in &texts {
+        assert!(!text.contains("PRIVATE KEY"), "key armour found in {name}");
+        for line in &body {
+            assert!(!text.contains(line), "private key material found in {name}");
+        }
+    }
+}
+
+fn nasty_config() -> String {
+    // Templating, shell syntax, a continuation line, non-ASCII, no trailing newline.
+    "[GLOBAL]\ncontroller_nodes = 127.0.0.1\nnote = {{ lookup('pipe','id') }}; rm -rf / $(id) `id`\n  continued {% raw %} line\nname = Zürich ✓ 日本 \u{1F600}\npct = %(x)s 100%\ntail without newline"
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_is_exact_idempotent_detects_drift_and_deprovisions() {
+    let mut fx = Fixture::new();
+    let sshd = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let host = Host::new(&mut fx, &["controller", "analytics"]);
+    let mut seen = Seen::default();
+    let pwned = std::env::temp_dir().join(format!("sm-pwned-{}", fx.suffix));
+    let controller_conf = format!(
+        "{}\nx = {{{{ lookup('pipe','touch {}') }}}}\n",
+        nasty_config(),
+        pwned.display()
+    );
+    let analytics_conf = "[GLOBAL]\nanalytics_nodes = 127.0.0.1\n".to_string();
+    let roles = vec![
+        RoleSpec {
+            name: "controller".into(),
+            config: controller_conf.clone(),
+            image: fx.image.clone(),
+        },
+        RoleSpec {
+            name: "analytics".into(),
+            config: analytics_conf.clone(),
+            image: fx.image.clone(),
+        },
+    ];
+    let provision = request(Playbook::Provision, target(&sshd), host.vars(roles.clone()));
+
+    // First run, with its log followed live.
+    let accepted = client.run(&provision).await.expect("accepted");
+    let follow_client = runner.client();
+    let follow_id = accepted.id.clone();
+    let follower = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut stream = follow_client.follow_logs(&follow_id).await.expect("follow");
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.extend_from_slice(&chunk.expect("chunk"));
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let first = finish(&client, &accepted.id, &mut seen).await;
+    assert_eq!(first.state, RunState::Succeeded, "{first:?}");
+    assert!(first.changed > 0, "{first:?}");
+    assert_eq!(first.tasks_done, first.tasks_total, "{first:?}");
+    assert_eq!(first.return_code, Some(0));
+    assert!(first.recap.is_some());
+    let followed = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .expect("follow ends with the run")
+        .expect("follower");
+    assert!(
+        followed.contains("TASK [Run the role containers]"),
+        "{followed}"
+    );
+    assert!(followed.contains("RECAP"), "{followed}");
+    seen.0.push(followed);
+
+    // The files hold exactly what was sent, mode 0600, nothing templated.
+    for (role, content) in [
+        ("controller", &controller_conf),
+        ("analytics", &analytics_conf),
+    ] {
+        let path = host.config_path(role);
+        assert_eq!(
+            std::fs::read(&path).expect("role file"),
+            content.as_bytes(),
+            "{role}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{role}");
+    }
+    assert!(!pwned.exists(), "a lookup in a parameter was executed");
+
+    // Both containers run with the mounts, the restart policy, host network.
+    for (role, content) in [
+        ("controller", &controller_conf),
+        ("analytics", &analytics_conf),
+    ] {
+        let name = format!("{}{role}", host.prefix);
+        let c = docker_inspect(&name);
+        assert_eq!(c["State"]["Running"], true, "{name}");
+        assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+        assert_eq!(c["HostConfig"]["NetworkMode"], "host");
+        let mounts = c["Mounts"].as_array().expect("mounts");
+        let conf_mount = mounts
+            .iter()
+            .find(|m| m["Destination"] == format!("/etc/contrailctl/{role}.conf"))
+            .unwrap_or_else(|| panic!("no role file mount: {mounts:?}"));
+        assert_eq!(conf_mount["RW"], false);
+        assert_eq!(
+            conf_mount["Source"],
+            host.config_path(role).display().to_string()
+        );
+        let log_mount = mounts
+            .iter()
+            .find(|m| m["Destination"] == "/var/log")
+            .expect("log mount");
+        assert_eq!(
+            log_mount["Source"],
+            host.dirs.path().join("log").display().to_string()
+        );
+        let inside = run(Command::new("docker").args([
+            "exec",
+            &name,
+            "cat",
+            &format!("/etc/contrailctl/{role}.conf"),
+        ]));
+        assert_eq!(inside.as_bytes(), content.as_bytes());
+    }
+
+    // Second identical run: nothing changes.
+    let second = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(second.state, RunState::Succeeded, "{second:?}");
+    assert_eq!(
+        second.changed, 0,
+        "second run changed something: {second:?}"
+    );
+
+    // Check mode: no drift now; drift once the file is edited on the host,
+    // and the check leaves the edit in place.
+    let check = request(Playbook::Check, target(&sshd), host.vars(roles.clone()));
+    let clean = run_to_end(&client, &check, &mut seen).await;
+    assert_eq!(clean.state, RunState::Succeeded, "{clean:?}");
+    assert_eq!(clean.changed, 0, "{clean:?}");
+    let edited = format!("{analytics_conf}edited = yes\n");
+    std::fs::write(host.config_path("analytics"), &edited).expect("edit");
+    let drift = run_to_end(&client, &check, &mut seen).await;
+    assert_eq!(drift.state, RunState::Succeeded, "{drift:?}");
+    assert!(drift.changed > 0, "drift not reported: {drift:?}");
+    assert!(drift.message.as_deref().unwrap_or("").starts_with("drift"));
+    assert_eq!(
+        std::fs::read_to_string(host.config_path("analytics")).expect("file"),
+        edited
+    );
+
+    // Log access for `server-manager logs`.
+    let log_dir = host.dirs.path().join("log");
+    std::fs::write(log_dir.join("contrail-test.log"), "line 1\nline 2\n").expect("log file");
+    let mut logs_req = HostLogsRequest {
+        target: target(&sshd),
+        log_dir: log_dir.display().to_string(),
+        file: None,
+    };
+    let list = client.list_log_files(&logs_req).await.expect("list");
+    seen.0.push(serde_json::to_string(&list).expect("json"));
+    assert!(
+        list.files
+            .iter()
+            .any(|f| f.name == "contrail-test.log" && f.size == 14),
+        "{list:?}"
+    );
+    logs_req.file = Some("contrail-test.log".into());
+    let content = client.read_log_file(&logs_req).await.expect("read");
+    assert_eq!(content, b"line 1\nline 2\n");
+    for bad in ["../etc/passwd", "/etc/passwd", "..", "a/b"] {
+        logs_req.file = Some(bad.into());
+        let err = client.read_log_file(&logs_req).await.expect_err(bad);
+        assert!(
+            matches!(
+                err,
+                server_manager::runner::ClientError::Api { status: 400, .. }
+            ),
+            "{bad}: {err}"
+        );
+    }
+
+    // Deprovision removes the containers and the role files.
+    let deprovision = request(Playbook::Deprovision, target(&sshd), host.vars(roles));
+    let gone = run_to_end(&client, &deprovision, &mut seen).await;
+    assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
+    for role in ["controller", "analytics"] {
+        assert!(!container_exists(&format!("{}{role}", host.prefix)));
+        assert!(!host.config_path(role).exists());
+    }
+
+    // Metrics and authentication.
+    let metrics = client.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("server_manager_runner_runs_finished_total{playbook=\"provision\",state=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+    let anonymous = RunnerClient::new(&runner.url, "wrong").expect("client");
+    let err = anonymous
+        .status(&first.id)
+        .await
+        .expect_err("unauthenticated");
+    assert!(matches!(
+        err,
+        server_manager::runner::ClientError::Api { status: 401, .. }
+    ));
+
+    assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_per_host_at_a_time_while_hosts_overlap() {
+    let mut fx = Fixture::new();
+    let a = TestSshd::start();
+    let b = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let mut seen = Seen::default();
+    let ha = Host::new(&mut fx, &["one"]);
+    let hb = Host::new(&mut fx, &["one"]);
+    let image = fx.image.clone();
+    let role = |name: &str| RoleSpec {
+        name: name.into(),
+        config: format!("[GLOBAL]\nrole = {name}\n"),
+        image: image.clone(),
+    };
+    let a1 = request(Playbook::Provision, target(&a), ha.vars(vec![role("one")]));
+    let a2 = request(Playbook::Check, target(&a), ha.vars(vec![role("one")]));
+    let b1 = request(Playbook::Provision, target(&b), hb.vars(vec![role("one")]));
+    let (ra1, ra2, rb1) = tokio::join!(client.run(&a1), client.run(&a2), client.run(&b1));
+    let (ra1, ra2, rb1) = (ra1.expect("a1"), ra2.expect("a2"), rb1.expect("b1"));
+
+    // While host A is busy, an idempotent request returns the same queued run,
+    // and a queued run can be cancelled before it starts.
+    let mut keyed = request(Playbook::Check, target(&a), ha.vars(vec![role("one")]));
+    keyed.idempotency_key = Some(format!("key-{}", fx.suffix));
+    let k1 = client.run(&keyed).await.expect("keyed");
+    let k2 = client.run(&keyed).await.expect("keyed again");
+    assert_eq!(k1.id, k2.id);
+    assert!(!k1.existing && k2.existing);
+    let queued = client.status(&k1.id).await.expect("status");
+    assert_eq!(queued.state, RunState::Queued, "{queued:?}");
+    let cancelled = client.cancel(&k1.id).await.expect("cancel");
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    let k3 = client.run(&keyed).await.expect("keyed after cancel");
+    assert_ne!(k3.id, k1.id, "a finished run's key starts a new run");
+    client.cancel(&k3.id).await.expect("cancel k3");
+
+    let sa1 = finish(&client, &ra1.id, &mut seen).await;
+    let sa2 = finish(&client, &ra2.id, &mut seen).await;
+    let sb1 = finish(&client, &rb1.id, &mut seen).await;
+    for s in [&sa1, &sa2, &sb1] {
+        assert_eq!(s.state, RunState::Succeeded, "{s:?}");
+    }
+    let span = |s: &RunStatus| {
+        let start: jiff::Timestamp = s.started.as_deref().expect("started").parse().expect("ts");
+        let end: jiff::Timestamp = s
+            .finished
+            .as_deref()
+            .expect("finished")
+            .parse()
+            .expect("ts");
+        (start, end)
+    };
+    let (a1s, a1e) = span(&sa1);
+    let (a2s, a2e) = span(&sa2);
+    let (b1s, b1e) = span(&sb1);
+    assert!(
+        a1e <= a2s || a2e <= a1s,
+        "runs on the same host overlapped: {sa1:?} {sa2:?}"
+    );
+    assert!(
+        a1s < b1e && b1s < a1e,
+        "runs on different hosts did not overlap: {sa1:?} {sb1:?}"
+    );
+    let never = client.status(&k1.id).await.expect("status");
+    assert_eq!(never.state, RunState::Cancelled);
+    assert!(never.started.is_none(), "{never:?}");
+
+    assert_no_key_material(&a.private_key(), &[data.path()], &seen);
+    assert_no_key_material(&b.private_key(), &[data.path()], &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_name_their_cause_and_change_nothing() {
+    let mut fx = Fixture::new();
+    let sshd = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let mut seen = Seen::default();
+    let host = Host::new(&mut fx, &["one"]);
+    let role = RoleSpec {
+        name: "one".into(),
+        config: "[GLOBAL]\n".into(),
+        image: fx.image.clone(),
+    };
+    let unchanged = |h: &Host| {
+        assert!(!container_exists(&format!("{}one", h.prefix)));
+        assert!(!h.config_path("one").exists());
+        assert!(!h.dirs.path().join("log").exists());
+    };
+
+    // Wrong host key.
+    let mut t = target(&sshd);
+    t.known_hosts = sshd.wrong_known_hosts();
+    let wrong_key = request(Playbook::Provision, t, host.vars(vec![role.clone()]));
+    // Unreachable host: nothing listens on that port.
+    let mut t = target(&sshd);
+    t.port = free_port();
+    t.known_hosts = format!(
+        "[127.0.0.1]:{} {}",
+        t.port,
+        sshd.known_hosts()
+            .split_once(' ')
+            .map(|x| x.1)
+            .unwrap_or("")
+    );
+    let unreachable = request(Playbook::Provision, t, host.vars(vec![role.clone()]));
+    // Missing image.
+    let mut missing = role.clone();
+    missing.image = format!("{}/sm-runner-missing-{}:1", fx.registry.addr, fx.suffix);
+    let missing_image = request(Playbook::Provision, target(&sshd), host.vars(vec![missing]));
+    // A failing task: the configuration directory is a regular file.
+    let blocker = tempfile::NamedTempFile::new().expect("file");
+    let mut vars = host.vars(vec![role.clone()]);
+    vars.config_dir = blocker.path().display().to_string();
+    let failing_task = request(Playbook::Provision, target(&sshd), vars);
+
+    let (mut s1, mut s2, mut s3, mut s4) = (
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+    );
+    let (r1, r2, r3, r4) = tokio::join!(
+        run_to_end(&client, &wrong_key, &mut s1),
+        run_to_end(&client, &unreachable, &mut s2),
+        run_to_end(&client, &missing_image, &mut s3),
+        run_to_end(&client, &failing_task, &mut s4),
+    );
+    for s in [s1, s2, s3, s4] {
+        seen.0.extend(s.0);
+    }
+    for s in [&r1, &r2, &r3, &r4] {
+        seen.status(s);
+        assert_eq!(s.state, RunState::Failed, "{s:?}");
+    }
+    let msg = |s: &RunStatus| s.message.clone().unwrap_or_default();
+    assert!(msg(&r1).contains("host key verification failed"), "{r1:?}");
+    assert!(
+        msg(&r2).contains("unreachable") && msg(&r2).contains("Connection refused"),
+        "{r2:?}"
+    );
+    assert_eq!(
+        r3.failed_task.as_deref(),
+        Some("Pull the role images"),
+        "{r3:?}"
+    );
+    assert!(msg(&r3).contains("sm-runner-missing"), "{r3:?}");
+    assert!(
+        msg(&r3).contains("not found") || msg(&r3).contains("manifest unknown"),
+        "{r3:?}"
+    );
+    assert_eq!(
+        r4.failed_task.as_deref(),
+        Some("Create the configuration directory"),
+        "{r4:?}"
+    );
+    assert!(
+        msg(&r4).starts_with("task 'Create the configuration directory' failed"),
+        "{r4:?}"
+    );
+    unchanged(&host);
+    assert_eq!(
+        std::fs::read(blocker.path()).expect("blocker"),
+        b"",
+        "the blocking file was modified"
+    );
+    for id in [&r1.id, &r2.id, &r3.id, &r4.id] {
+        seen.0.push(client.logs(id).await.expect("logs"));
+    }
+    assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
+    let mut fx = Fixture::new();
+    let sshd = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let mut seen = Seen::default();
+    let host = Host::new(&mut fx, &["one"]);
+    let vars = host.vars(vec![RoleSpec {
+        name: "one".into(),
+        config: "[GLOBAL]\n".into(),
+        image: fx.image.clone(),
+    }]);
+    let provision = request(Playbook::Provision, target(&sshd), vars.clone());
+    let done = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+
+    // Kill the runner while a run is in flight.
+    let deprovision = request(Playbook::Deprovision, target(&sshd), vars.clone());
+    let lost = client.run(&deprovision).await.expect("accepted");
+    let record_path = data.path().join("runs").join(format!("{}.json", lost.id));
+    let mut in_flight = serde_json::Value::Null;
+    for _ in 0..600 {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+        if record["pgid"].is_number() {
+            in_flight = record;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight["state"], "running", "the run never started");
+    runner.kill9();
+    let work_dir = PathBuf::from(in_flight["work_dir"].as_str().expect("work dir"));
+    let pgid = in_flight["pgid"].as_i64().expect("pgid");
+
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let still = client.status(&done.id).await.expect("finished run answers");
+    assert_eq!(still, done);
+    let failed = client.status(&lost.id).await.expect("lost run answers");
+    seen.status(&failed);
+    assert_eq!(failed.state, RunState::Failed, "{failed:?}");
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("runner restarted"),
+        "{failed:?}"
+    );
+    assert!(
+        !work_dir.exists(),
+        "the lost run's work directory (with its key) remains"
+    );
+    let mut alive = group_members_alive(pgid);
+    for _ in 0..50 {
+        if alive.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        alive = group_members_alive(pgid);
+    }
+    assert!(
+        alive.is_empty(),
+        "the lost run's ansible-playbook still runs: {alive:?}"
+    );
+
+    // The host is usable again: a new run works.
+    let again = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(again.state, RunState::Succeeded, "{again:?}");
+    assert!(container_exists(&format!("{}one", host.prefix)));
+
+    // Cancelling a running run kills it.
+    let check = request(Playbook::Check, target(&sshd), vars.clone());
+    let c = client.run(&check).await.expect("accepted");
+    for _ in 0..600 {
+        if client.status(&c.id).await.expect("status").state == RunState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.cancel(&c.id).await.expect("cancel");
+    let cancelled = finish(&client, &c.id, &mut seen).await;
+    assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+
+    let gone = run_to_end(
+        &client,
+        &request(Playbook::Deprovision, target(&sshd), vars),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
+    assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
