@@ -442,66 +442,6 @@ async fn cleanup(image: &Image, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::{ImageSource, Role};
-
-    fn image(category: ImageCategory) -> Image {
-        let mut i = Image::new(
-            "controller-1",
-            ImageSpec {
-                category,
-                image_id: "contrail-container".into(),
-                image_type: Role::Controller,
-                version: "1".into(),
-                source: ImageSource {
-                    path: Some("/x.tar".into()),
-                    ..Default::default()
-                },
-                remove_from_registry_on_delete: false,
-            },
-        );
-        i.metadata.generation = Some(2);
-        i
-    }
-
-    #[test]
-    fn packages_are_ready_without_a_reference() {
-        let mut i = image(ImageCategory::Package);
-        let st = package_status(&i);
-        assert_eq!(st.observed_generation, Some(2));
-        assert!(st.reference.is_none());
-        i.status = Some(st.clone());
-        assert!(is_done(&i));
-        // Stable: recomputing gives the same status, so no write happens.
-        assert_eq!(package_status(&i), st);
-        assert_eq!(
-            super::super::patch::status_patch(i.status.as_ref(), &st),
-            None
-        );
-    }
-
-    #[test]
-    fn done_only_for_the_current_generation() {
-        let mut i = image(ImageCategory::Container);
-        assert!(!is_done(&i));
-        let mut st = ImageStatus {
-            observed_generation: Some(1),
-            ..Default::default()
-        };
-        set_condition(
-            &mut st.conditions,
-            cond(READY, ConditionStatus::True, reason::PUSHED, "", Some(1)),
-        );
-        i.status = Some(st.clone());
-        assert!(!is_done(&i));
-        st.observed_generation = Some(2);
-        i.status = Some(st);
-        assert!(is_done(&i));
-    }
-}
-
 /// The real [`ImageEngine`]: the direct push over the OCI distribution API
 /// ([`crate::registry::push`]).
 pub struct RegistryEngine {
@@ -570,5 +510,65 @@ impl ImageEngine for RegistryEngine {
             message: e.to_string(),
             permanent: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ImageSource, Role};
+
+    fn image(category: ImageCategory) -> Image {
+        let mut i = Image::new(
+            "controller-1",
+            ImageSpec {
+                category,
+                image_id: "contrail-container".into(),
+                image_type: Role::Controller,
+                version: "1".into(),
+                source: ImageSource {
+                    path: Some("/x.tar".into()),
+                    ..Default::default()
+                },
+                remove_from_registry_on_delete: false,
+            },
+        );
+        i.metadata.generation = Some(2);
+        i
+    }
+
+    #[test]
+    fn packages_are_ready_without_a_reference() {
+        let mut i = image(ImageCategory::Package);
+        let st = package_status(&i);
+        assert_eq!(st.observed_generation, Some(2));
+        assert!(st.reference.is_none());
+        i.status = Some(st.clone());
+        assert!(is_done(&i));
+        // Stable: recomputing gives the same status, so no write happens.
+        assert_eq!(package_status(&i), st);
+        assert_eq!(
+            super::super::patch::status_patch(i.status.as_ref(), &st),
+            None
+        );
+    }
+
+    #[test]
+    fn done_only_for_the_current_generation() {
+        let mut i = image(ImageCategory::Container);
+        assert!(!is_done(&i));
+        let mut st = ImageStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        set_condition(
+            &mut st.conditions,
+            cond(READY, ConditionStatus::True, reason::PUSHED, "", Some(1)),
+        );
+        i.status = Some(st.clone());
+        assert!(!is_done(&i));
+        st.observed_generation = Some(2);
+        i.status = Some(st);
+        assert!(is_done(&i));
     }
 }
