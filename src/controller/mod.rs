@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod image;
 pub mod leader;
 pub mod metrics;
+pub mod operator;
 pub mod patch;
 pub mod server;
 

@@ -2,3 +2,4 @@
 //! through the playbook runner.
 
 pub mod decide;
+pub mod reconcile;

@@ -1,0 +1,320 @@
+//! Runs the three controllers side by side: shared caches, leader election,
+//! health and metrics endpoints, graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use super::cluster::summarize;
+use super::image::{self, ImageEngine, PushBackoff};
+use super::leader::{LeaderConfig, LeaderElector};
+use super::metrics::{Health, Metrics};
+use super::server::reconcile::{
+    self as server_reconcile, Provisioner, RolloutGate, ServerState, Stores,
+};
+use super::{Context, Error, Settings, write_status};
+use crate::crd::{Cluster, Image, Server};
+
+/// How to run the operator.
+pub struct OperatorConfig {
+    /// Settings shared by the reconcilers.
+    pub settings: Settings,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen (`None`: not served).
+    pub health_addr: Option<SocketAddr>,
+    /// Leader election (`None`: this is the only replica, e.g. standalone).
+    pub leader: Option<LeaderConfig>,
+    /// Reconciles running at once, per controller.
+    pub concurrency: u16,
+    /// Name reported in events.
+    pub instance: String,
+}
+
+fn cache<K>(api: Api<K>) -> (Store<K>, impl Future<Output = ()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|_| async {});
+    (reader, stream)
+}
+
+/// Runs the controllers until `shutdown` resolves (in-flight reconciles
+/// finish) or leadership is lost.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    images: Arc<dyn ImageEngine>,
+    runner: Arc<dyn Provisioner>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Health {
+        metrics: metrics.clone(),
+        ..Default::default()
+    };
+    if let Some(addr) = config.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "health and metrics endpoints listening");
+        let router = super::metrics::router(health.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "health server stopped");
+            }
+        });
+    }
+    let elector = config
+        .leader
+        .clone()
+        .map(|l| LeaderElector::new(client.clone(), l));
+    if let Some(e) = &elector {
+        e.acquire().await?;
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "server-manager".into(),
+            instance: Some(config.instance.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        metrics: metrics.clone(),
+        settings: config.settings.clone(),
+        images,
+    });
+
+    let servers: Api<Server> = Api::all(client.clone());
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    let image_api: Api<Image> = Api::all(client.clone());
+    let (cluster_store, cluster_cache) = cache(clusters.clone());
+    let (image_store, image_cache) = cache(image_api.clone());
+    tokio::spawn(cluster_cache);
+    tokio::spawn(image_cache);
+    let controller_config = ControllerConfig::default().concurrency(config.concurrency);
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+
+    // Server controller, triggered by its Cluster, its Images, and siblings
+    // whose membership (host, roles, provisioning, deletion) changed.
+    let server_controller = Controller::new(servers.clone(), watcher::Config::default())
+        .with_config(controller_config.clone());
+    let server_store = server_controller.store();
+    let stores = Stores {
+        servers: server_store.clone(),
+        clusters: cluster_store.clone(),
+        images: image_store.clone(),
+    };
+    let state = Arc::new(ServerState {
+        runner,
+        stores: stores.clone(),
+        rollout: RolloutGate::default(),
+        blocked: Default::default(),
+    });
+    let by_cluster = {
+        let store = server_store.clone();
+        move |c: Cluster| {
+            let (ns, name) = (c.namespace(), c.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|s| s.namespace() == ns && s.spec.cluster_ref.name == name)
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_image = {
+        let (store, clusters) = (server_store.clone(), cluster_store.clone());
+        move |i: Image| {
+            let (ns, name) = (i.namespace(), i.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|s| s.namespace() == ns)
+                .filter(|s| {
+                    s.spec.images.values().any(|v| *v == name)
+                        || clusters
+                            .get(
+                                &ObjectRef::new(&s.spec.cluster_ref.name)
+                                    .within(ns.as_deref().unwrap_or_default()),
+                            )
+                            .is_some_and(|c| c.spec.images.values().any(|v| *v == name))
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_sibling = {
+        let store = server_store.clone();
+        let seen: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        move |s: Server| {
+            let membership = format!(
+                "{}|{:?}|{:?}|{}|{}",
+                s.spec.host,
+                s.spec.roles,
+                s.spec.provisioning,
+                s.spec.cluster_ref.name,
+                s.metadata.deletion_timestamp.is_some()
+            );
+            let key = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+            let changed = seen
+                .lock()
+                .map(|mut m| m.insert(key, membership.clone()) != Some(membership))
+                .unwrap_or(true);
+            if !changed {
+                return Vec::new();
+            }
+            let (ns, cluster, me) = (s.namespace(), s.spec.cluster_ref.name.clone(), s.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|o| {
+                    o.namespace() == ns && o.spec.cluster_ref.name == cluster && o.name_any() != me
+                })
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let server_task = {
+        let (ctx, state) = (ctx.clone(), state.clone());
+        server_controller
+            .watches(clusters.clone(), watcher::Config::default(), by_cluster)
+            .watches(image_api.clone(), watcher::Config::default(), by_image)
+            .watches(servers.clone(), watcher::Config::default(), by_sibling)
+            .graceful_shutdown_on(signal(&shutdown_tx))
+            .run(
+                move |s, ctx| {
+                    let state = state.clone();
+                    async move { server_reconcile::reconcile(s, ctx, state).await }
+                },
+                error_policy,
+                ctx,
+            )
+            .for_each(log_result("server"))
+    };
+
+    let backoff = Arc::new(PushBackoff::default());
+    let image_task = Controller::new(image_api.clone(), watcher::Config::default())
+        .with_config(controller_config.clone())
+        .graceful_shutdown_on(signal(&shutdown_tx))
+        .run(
+            move |i, ctx| {
+                let backoff = backoff.clone();
+                async move { image::reconcile(i, ctx, backoff).await }
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_result("image"));
+
+    let cluster_task = {
+        let store = server_store.clone();
+        Controller::new(clusters.clone(), watcher::Config::default())
+            .with_config(controller_config)
+            .watches(servers.clone(), watcher::Config::default(), |s: Server| {
+                Some(
+                    ObjectRef::<Cluster>::new(&s.spec.cluster_ref.name)
+                        .within(&s.namespace().unwrap_or_default()),
+                )
+            })
+            .graceful_shutdown_on(signal(&shutdown_tx))
+            .run(
+                move |c, ctx| {
+                    let store = store.clone();
+                    async move { reconcile_cluster(c, ctx, store).await }
+                },
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(log_result("cluster"))
+    };
+
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!("operator running");
+    let mut controllers = tokio::spawn(async move {
+        tokio::join!(server_task, image_task, cluster_task);
+    });
+    let lost = async {
+        match &elector {
+            Some(e) => Some(e.hold().await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down: letting in-flight reconciles finish");
+            let _ = shutdown_tx.send(());
+            let _ = controllers.await;
+            Ok(())
+        }
+        lost = lost => {
+            health.ready.store(false, Ordering::Relaxed);
+            let _ = shutdown_tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut controllers).await;
+            Err(anyhow::anyhow!("lost leadership: {}", lost.map(|e| e.to_string()).unwrap_or_default()))
+        }
+        _ = &mut controllers => Ok(()),
+    }
+}
+
+async fn reconcile_cluster(
+    cluster: Arc<Cluster>,
+    ctx: Arc<Context>,
+    servers: Store<Server>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let all: Vec<Server> = servers.state().iter().map(|s| (**s).clone()).collect();
+    let status = summarize(&cluster, &all);
+    write_status(
+        &ctx.client,
+        cluster.as_ref(),
+        cluster.status.as_ref(),
+        &status,
+    )
+    .await?;
+    ctx.metrics.reconciled("cluster", started.elapsed());
+    Ok(Action::await_change())
+}
+
+fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, category = error.category(), "reconcile failed");
+    ctx.metrics.error("any", error.category());
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(
+    controller: &'static str,
+) -> impl FnMut(Result<T, E>) -> futures::future::Ready<()> {
+    move |r| {
+        if let Err(e) = r {
+            tracing::debug!(controller, error = %e, "controller event");
+        }
+        futures::future::ready(())
+    }
+}
