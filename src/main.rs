@@ -22,12 +22,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run the embedded Kubernetes-compatible API server with the CRDs installed,
+    /// writing `DATA_DIR/kubeconfig` for kubectl (stops on SIGTERM or Ctrl-C).
+    Standalone {
+        /// Where objects, the CA, the token and the kubeconfig are kept.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address the API server listens on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { out } => crds(out),
+        Command::Standalone { data_dir, listen } => standalone(data_dir, listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,4 +64,11 @@ fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn standalone(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(server_manager::standalone::run(
+        server_manager::standalone::StandaloneOptions { data_dir, listen },
+    ))
 }
