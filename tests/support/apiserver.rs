@@ -17,6 +17,8 @@ pub struct TestApi {
     pub kubeconfig: PathBuf,
     /// The change window given to the server.
     pub watch_window: usize,
+    /// Interval between watch bookmarks.
+    pub bookmark_interval: std::time::Duration,
 }
 
 impl TestApi {
@@ -27,6 +29,11 @@ impl TestApi {
 
     /// Starts a server whose watch window holds only `window` changes.
     pub fn start_with_window(window: usize) -> Self {
+        Self::start_custom(window, std::time::Duration::from_secs(1))
+    }
+
+    /// Starts a server with a given change window and bookmark interval.
+    pub fn start_custom(window: usize, bookmark_interval: std::time::Duration) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         let mut api = Self {
@@ -34,6 +41,7 @@ impl TestApi {
             handle: None,
             kubeconfig,
             watch_window: window,
+            bookmark_interval,
         };
         api.boot();
         api
@@ -42,7 +50,7 @@ impl TestApi {
     fn boot(&mut self) {
         let mut config = ApiServerConfig::new(self.dir.path().join("data"));
         config.watch_window = self.watch_window;
-        config.bookmark_interval = std::time::Duration::from_secs(1);
+        config.bookmark_interval = self.bookmark_interval;
         let handle = ApiServer::start(config).expect("start the API server");
         std::fs::write(&self.kubeconfig, handle.kubeconfig()).expect("write kubeconfig");
         self.handle = Some(handle);
@@ -184,3 +192,29 @@ spec:
     secretRef:
       name: ssh
 "#;
+
+/// A kube-rs configuration read from a kubeconfig written by the API server
+/// (server, CA data, token), without the proxy variables a kubeconfig-derived
+/// `Config` would read.
+pub fn config_from_kubeconfig(path: &Path) -> kube::Config {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).expect("read kubeconfig");
+    let doc: serde_json::Value = serde_yaml::from_str(&text).expect("kubeconfig yaml");
+    let cluster = &doc["clusters"][0]["cluster"];
+    let url = cluster["server"].as_str().expect("server");
+    let mut config = kube::Config::new(url.parse().expect("url"));
+    if let Some(ca) = cluster["certificate-authority-data"].as_str() {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .expect("ca base64");
+        let pem = String::from_utf8(pem).expect("ca pem");
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("ca der");
+        config.root_cert = Some(vec![der]);
+    }
+    let token = doc["users"][0]["user"]["token"].as_str().expect("token");
+    config.auth_info.token = Some(token.to_string().into());
+    config
+}
