@@ -288,6 +288,21 @@ spec:
 "#;
     let err = api.fails_in(&["apply", "--validate=strict", "-f", "-"], Some(unknown));
     assert!(err.contains("unknown field \"spec.colour\""), "{err}");
+    let dry = api.ok_in(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&unknown.replace("colour: blue\n", "")),
+    );
+    assert!(dry.contains("(server dry run)"), "{dry}");
+    let err = api.fails_in(&["get", "server", "extra"], None);
+    assert!(
+        err.contains("not found"),
+        "a server dry run stores nothing: {err}"
+    );
+    let out = api.kubectl_in(&["apply", "--validate=warn", "-f", "-"], Some(unknown));
+    assert!(out.status.success());
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("unknown field \"spec.colour\""), "{warned}");
+    api.ok(&["delete", "server", "extra"]);
     api.ok_in(&["apply", "--validate=false", "-f", "-"], Some(unknown));
     let spec = api.ok(&["get", "server", "extra", "-o", "jsonpath={.spec}"]);
     assert!(!spec.contains("colour"), "unknown field pruned: {spec}");

@@ -56,6 +56,21 @@ enum FieldValidation {
     Strict,
 }
 
+/// Per-request write options.
+#[derive(Clone, Copy, Debug)]
+struct WriteOpts {
+    fv: FieldValidation,
+    /// `dryRun=All`: validate and answer, store nothing.
+    dry_run: bool,
+}
+
+fn write_opts(req: &Req, fv: FieldValidation) -> WriteOpts {
+    WriteOpts {
+        fv,
+        dry_run: req.param("dryRun") == Some("All"),
+    }
+}
+
 fn field_validation(req: &Req) -> FieldValidation {
     match req.param("fieldValidation") {
         Some("Strict") => FieldValidation::Strict,
@@ -299,9 +314,9 @@ impl Server {
 
     fn create(&self, info: &ResourceInfo, ns: Option<&str>, req: &Req) -> Answer {
         let body = decode_body(req)?;
-        let fv = field_validation(req);
+        let opts = write_opts(req, field_validation(req));
         let mut st = self.store.lock();
-        let (obj, warnings) = self.create_locked(&mut st, info, ns, body, fv, false)?;
+        let (obj, warnings) = self.create_locked(&mut st, info, ns, body, opts, false)?;
         Ok((201, to_view(info, &obj), warnings))
     }
 
@@ -311,7 +326,7 @@ impl Server {
         info: &ResourceInfo,
         ns: Option<&str>,
         body: Value,
-        fv: FieldValidation,
+        opts: WriteOpts,
         by_apply: bool,
     ) -> Result<(Obj, Vec<String>), ApiError> {
         if !body.is_object() {
@@ -394,11 +409,14 @@ impl Server {
             o.remove("status");
         }
         prepare(info, &mut obj, None)?;
-        let warnings = validate_schema(info, &mut obj, &name, fv)?;
+        let warnings = validate_schema(info, &mut obj, &name, opts.fv)?;
         stamp_new(&mut obj, info.generation);
         meta::clean(&mut obj);
         if st.get(&info.storage, ns, &name).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
+        }
+        if opts.dry_run {
+            return Ok((std::sync::Arc::new(obj), warnings));
         }
         let stored = st.put(&info.storage, ns, &name, obj)?;
         if info.special == Special::Crd {
@@ -416,7 +434,7 @@ impl Server {
         req: &Req,
     ) -> Answer {
         let body = decode_body(req)?;
-        let fv = field_validation(req);
+        let opts = write_opts(req, field_validation(req));
         if meta::meta_str(&body, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(
                 "the name of the object does not match the name on the URL",
@@ -440,7 +458,7 @@ impl Server {
             ));
         }
         let new = from_view(info, body);
-        let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, fv)?;
+        let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
         Ok((200, to_view(info, &obj), warnings))
     }
 
@@ -489,6 +507,7 @@ impl Server {
         } else {
             field_validation(req)
         };
+        let opts = write_opts(req, fv);
         let mut st = self.store.lock();
         let Some(old) = st.get(&info.storage, ns, name) else {
             if ptype == PatchType::Apply && sub.is_none() {
@@ -497,7 +516,7 @@ impl Server {
                     m.insert("name".into(), name.into());
                 }
                 let ns = info.namespaced.then_some(ns);
-                let (obj, w) = self.create_locked(&mut st, info, ns, body, fv, true)?;
+                let (obj, w) = self.create_locked(&mut st, info, ns, body, opts, true)?;
                 return Ok((201, to_view(info, &obj), w));
             }
             return Err(ApiError::not_found(&info.group, &info.plural, name));
@@ -510,7 +529,7 @@ impl Server {
             PatchType::Apply => patch::apply(&view, &body),
         };
         let new = from_view(info, patched);
-        let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, fv)?;
+        let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
         Ok((200, to_view(info, &obj), warnings))
     }
 
@@ -526,7 +545,7 @@ impl Server {
         old: &Obj,
         mut new: Value,
         sub: Option<&str>,
-        fv: FieldValidation,
+        opts: WriteOpts,
     ) -> Result<(Obj, Vec<String>), ApiError> {
         if !new.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object"));
@@ -617,7 +636,7 @@ impl Server {
             }
         }
         prepare(info, &mut new, Some(old))?;
-        let warnings = validate_schema(info, &mut new, name, fv)?;
+        let warnings = validate_schema(info, &mut new, name, opts.fv)?;
         meta::clean(&mut new);
         if !meta::differs(old, &new) {
             return Ok((old.clone(), warnings));
@@ -625,6 +644,9 @@ impl Server {
         if info.generation && meta::spec_differs(old, &new, info.status) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = g.into();
+        }
+        if opts.dry_run {
+            return Ok((std::sync::Arc::new(new), warnings));
         }
         if meta::deleting(&new)
             && meta::finalizers(&new).is_empty()
@@ -684,6 +706,9 @@ impl Server {
                 "Forbidden",
                 format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
             ));
+        }
+        if req.param("dryRun") == Some("All") {
+            return Ok((200, to_view(info, &old), vec![]));
         }
         let (code, body) = self.delete_locked(&mut st, info, ns, name, &old)?;
         Ok((code, body, vec![]))

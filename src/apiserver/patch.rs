@@ -238,3 +238,35 @@ pub(super) fn apply(doc: &Value, applied: &Value) -> Value {
         (_, a) => a.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_patch_test_on_a_missing_path_equals_null() {
+        let doc = json!({"metadata": {"name": "a"}});
+        let p = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                       {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        let out = json_patch(&doc, &p).expect("patch");
+        assert_eq!(out["metadata"]["finalizers"], json!(["f"]));
+        let p = json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]);
+        assert!(json_patch(&out, &p).is_err(), "present value is not null");
+    }
+
+    #[test]
+    fn strategic_merge_merges_lists_by_key_and_honours_directives() {
+        let doc = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+                         "metadata": {"finalizers": ["f1"]}, "data": {"k": "v", "z": "1"}});
+        let patch = json!({"spec": {"containers": [{"name": "b", "image": "z"}, {"name": "a", "$patch": "delete"}]},
+                           "metadata": {"finalizers": ["f2"]}, "data": {"z": null}});
+        let out = strategic_merge(&doc, &patch);
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "b", "image": "z"}])
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["f1", "f2"]));
+        assert_eq!(out["data"], json!({"k": "v"}));
+    }
+}
