@@ -336,6 +336,31 @@ fn kubectl_create_secret_from_file_reads_back_byte_identical() {
         api.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]),
         "b"
     );
+    for i in 0..5 {
+        api.ok(&[
+            "create",
+            "configmap",
+            &format!("page{i}"),
+            "--from-literal=a=b",
+        ]);
+    }
+    // Pagination (limit/continue) as kubectl drives it.
+    let out = api.ok(&[
+        "get",
+        "cm",
+        "--chunk-size=2",
+        "-o",
+        "name",
+        "-l",
+        "!nothing",
+    ]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("page")).count(),
+        5,
+        "{out}"
+    );
+    let out = api.ok(&["get", "cm", "-A", "--chunk-size=2", "-o", "name"]);
+    assert_eq!(out.lines().count(), 6, "{out}");
     api.ok(&["create", "namespace", "lab"]);
     api.ok(&[
         "create",
