@@ -429,3 +429,43 @@ async fn unauthenticated_requests_get_401_except_health_and_version() {
         .expect("authorized list");
     assert!(list.items.len() >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_in_both_modes_sees_new_crds_at_once() {
+    let api = TestApi::start();
+    let client = api.client();
+    let before = kube::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("legacy discovery");
+    assert!(!before.has_group("servermanager.contrail.io"));
+    server_manager::standalone::install_crds(api.handle())
+        .await
+        .expect("crds");
+    for discovery in [
+        kube::Discovery::new(client.clone())
+            .run()
+            .await
+            .expect("legacy discovery"),
+        kube::Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .expect("aggregated discovery"),
+    ] {
+        let group = discovery
+            .get("servermanager.contrail.io")
+            .expect("CRD group served");
+        let (ar, caps) = group.recommended_kind("Server").expect("Server kind");
+        assert_eq!(ar.plural, "servers");
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(s, _)| s.plural == "servers/status" || s.plural == "status"),
+            "status subresource listed: {:?}",
+            caps.subresources
+        );
+        assert!(discovery.get("events.k8s.io").is_some());
+        assert!(discovery.get("coordination.k8s.io").is_some());
+    }
+}

@@ -139,7 +139,13 @@ impl ApiServer {
             (None, None)
         };
         let scheme = if config.tls { "https" } else { "http" };
-        let url = format!("{scheme}://{addr}");
+        // A wildcard listen address is reached through loopback.
+        let reach = if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        let url = format!("{scheme}://{reach}");
         let (stop_tx, stop_rx) = tokio_watch::channel(false);
         let state = Arc::new(handlers::Server::new(
             store,
