@@ -4,12 +4,18 @@
 //! - [`crd`]: the `Cluster`, `Server` and `Image` custom resources.
 //! - [`config`]: the effective-configuration engine (merge, derive, render,
 //!   validate); pure, no I/O.
+//! - [`controller`]: the Image, Server and Cluster controllers (`operator`).
 //! - [`image_ref`]: registry image reference naming and validation.
 //! - [`registry`]: pushing image tarballs to a registry (direct OCI push or
 //!   through a Docker engine) and deleting pushed tags.
+//! - [`runner`]: the playbook runner service (REST over `ansible-playbook`) and
+//!   its client.
+//! - [`apiserver`]: the embedded Kubernetes-compatible API server.
+//! - [`standalone`]: `server-manager standalone` (API server + CRDs + kubeconfig,
+//!   operator, playbook runner).
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
-//! - [`runner`]: the playbook runner service (REST over `ansible-playbook`) and its client.
 
+pub mod apiserver;
 pub mod config;
 pub mod controller;
 pub mod crd;
@@ -17,3 +23,4 @@ pub mod image_ref;
 pub mod manifests;
 pub mod registry;
 pub mod runner;
+pub mod standalone;

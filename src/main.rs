@@ -46,6 +46,16 @@ enum Command {
     /// Run the playbook runner: the REST service that runs the provisioning
     /// playbooks with ansible-playbook over SSH.
     PlaybookRunner(PlaybookRunnerArgs),
+    /// Run the embedded Kubernetes-compatible API server with the CRDs installed,
+    /// writing `DATA_DIR/kubeconfig` for kubectl (stops on SIGTERM or Ctrl-C).
+    Standalone {
+        /// Where objects, the CA, the token and the kubeconfig are kept.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address the API server listens on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Flags of `server-manager playbook-runner`.
@@ -151,6 +161,7 @@ fn main() -> ExitCode {
         } => render(&files, &namespace, &server, out),
         Command::Push(args) => push(*args),
         Command::PlaybookRunner(args) => playbook_runner(args),
+        Command::Standalone { data_dir, listen } => standalone(data_dir, listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -319,4 +330,11 @@ fn playbook_runner(args: PlaybookRunnerArgs) -> anyhow::Result<()> {
     config.ansible_playbook = args.ansible_playbook;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(server_manager::runner::serve(args.listen, token, config))
+}
+
+fn standalone(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(server_manager::standalone::run(
+        server_manager::standalone::StandaloneOptions { data_dir, listen },
+    ))
 }

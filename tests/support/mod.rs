@@ -3,6 +3,7 @@
 //! Each helper fails loudly when its component is missing: tests never skip.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod http_tools;
 pub mod images;
 pub mod registry;
