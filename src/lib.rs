@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod image_ref;
+pub mod local_registry;
 pub mod manifests;
 pub mod registry;
 pub mod runner;

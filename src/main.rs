@@ -46,16 +46,86 @@ enum Command {
     /// Run the playbook runner: the REST service that runs the provisioning
     /// playbooks with ansible-playbook over SSH.
     PlaybookRunner(PlaybookRunnerArgs),
-    /// Run the embedded Kubernetes-compatible API server with the CRDs installed,
-    /// writing `DATA_DIR/kubeconfig` for kubectl (stops on SIGTERM or Ctrl-C).
-    Standalone {
-        /// Where objects, the CA, the token and the kubeconfig are kept.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Address the API server listens on.
-        #[arg(long, default_value = "127.0.0.1:6443")]
-        listen: std::net::SocketAddr,
-    },
+    /// Everything on one machine: the embedded Kubernetes-compatible API server
+    /// with the CRDs installed (writing `DATA_DIR/kubeconfig` for kubectl), the
+    /// operator, the playbook runner and a registry. Stops on SIGTERM or Ctrl-C.
+    Standalone(Box<StandaloneArgs>),
+    /// Run the controllers against a Kubernetes API (in-cluster configuration,
+    /// or the kubeconfig).
+    Operator(Box<OperatorArgs>),
+}
+
+/// Flags of `server-manager standalone`.
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// Where objects, the CA, tokens, run records, the registry's storage and
+    /// the kubeconfig are kept.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+    /// Address the playbook runner listens on.
+    #[arg(long, default_value = "127.0.0.1:9003")]
+    runner_listen: std::net::SocketAddr,
+    /// Use this registry (`host:port`) instead of starting one.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Talk HTTPS to the registry given with --registry (default: plain HTTP).
+    #[arg(long)]
+    registry_tls: bool,
+    /// Where the started registry listens.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    registry_listen: std::net::SocketAddr,
+    /// Directory of the playbooks (default: ./playbooks, the source tree's, or
+    /// /usr/share/server-manager/playbooks).
+    #[arg(long)]
+    playbooks: Option<PathBuf>,
+    /// Seconds between drift checks of a provisioned Server (0: never).
+    #[arg(long, default_value_t = 600)]
+    drift_interval: u64,
+    /// Where the operator's /healthz, /readyz and /metrics listen.
+    #[arg(long)]
+    health_listen: Option<std::net::SocketAddr>,
+}
+
+/// Flags of `server-manager operator`.
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// URL of the playbook runner.
+    #[arg(long, env = "SM_RUNNER_URL", default_value = "http://127.0.0.1:9003")]
+    runner_url: String,
+    /// File holding the runner's bearer token.
+    #[arg(long, env = "SM_RUNNER_TOKEN_FILE")]
+    runner_token_file: PathBuf,
+    /// Registry Images are pushed to and hosts pull from (`host:port`).
+    #[arg(long, env = "SM_REGISTRY")]
+    registry: String,
+    /// Plain HTTP to the registry.
+    #[arg(long)]
+    registry_insecure: bool,
+    /// Seconds between drift checks of a provisioned Server (0: never).
+    #[arg(long, default_value_t = 600)]
+    drift_interval: u64,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_listen: std::net::SocketAddr,
+    /// Run leader election (one active replica).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Reconciles at once per controller.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Directory of the playbooks the runner uses (for the playbook version in
+    /// each Server's desired hash).
+    #[arg(long, default_value = "playbooks")]
+    playbooks: PathBuf,
 }
 
 /// Flags of `server-manager playbook-runner`.
@@ -161,7 +231,8 @@ fn main() -> ExitCode {
         } => render(&files, &namespace, &server, out),
         Command::Push(args) => push(*args),
         Command::PlaybookRunner(args) => playbook_runner(args),
-        Command::Standalone { data_dir, listen } => standalone(data_dir, listen),
+        Command::Standalone(args) => standalone(*args),
+        Command::Operator(args) => operator(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -332,9 +403,99 @@ fn playbook_runner(args: PlaybookRunnerArgs) -> anyhow::Result<()> {
     rt.block_on(server_manager::runner::serve(args.listen, token, config))
 }
 
-fn standalone(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn seconds(n: u64) -> Option<std::time::Duration> {
+    (n > 0).then(|| std::time::Duration::from_secs(n))
+}
+
+fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut opts = server_manager::standalone::StandaloneOptions::new(args.data_dir);
+    opts.listen = args.listen;
+    opts.runner_listen = args.runner_listen;
+    opts.registry = args.registry;
+    opts.registry_insecure = !args.registry_tls;
+    opts.registry_listen = args.registry_listen;
+    if let Some(p) = args.playbooks {
+        opts.playbooks = p;
+    }
+    opts.drift_interval = seconds(args.drift_interval);
+    opts.health_listen = args.health_listen;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(server_manager::standalone::run(
-        server_manager::standalone::StandaloneOptions { data_dir, listen },
-    ))
+    runtime.block_on(server_manager::standalone::run(opts))
+}
+
+fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use server_manager::controller;
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = std::fs::read_to_string(&args.runner_token_file)
+        .with_context(|| format!("cannot read {}", args.runner_token_file.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await?;
+        let identity = args
+            .identity
+            .unwrap_or_else(|| format!("server-manager-{}", std::process::id()));
+        let settings = controller::Settings {
+            registry: controller::RegistrySettings {
+                address: args.registry.clone(),
+                insecure: args.registry_insecure,
+            },
+            drift_interval: seconds(args.drift_interval),
+            backoff: Default::default(),
+            playbook_version: server_manager::standalone::playbook_version(&args.playbooks),
+        };
+        let config = controller::operator::OperatorConfig {
+            settings,
+            health_addr: Some(args.health_listen),
+            leader: args.leader_elect.then(|| controller::leader::LeaderConfig {
+                namespace: args.lease_namespace.clone(),
+                name: "server-manager".into(),
+                identity: identity.clone(),
+                lease_duration: std::time::Duration::from_secs(15),
+                renew_every: std::time::Duration::from_secs(5),
+            }),
+            concurrency: args.concurrency,
+            instance: identity,
+        };
+        let engine = controller::image::RegistryEngine {
+            registry: server_manager::registry::RegistryConfig {
+                address: args.registry,
+                insecure: args.registry_insecure,
+                ..Default::default()
+            },
+        };
+        let runner = server_manager::runner::RunnerClient::new(&args.runner_url, token.trim())?;
+        controller::operator::run(
+            client,
+            config,
+            std::sync::Arc::new(engine),
+            std::sync::Arc::new(runner),
+            shutdown_signal(),
+        )
+        .await
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

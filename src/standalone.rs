@@ -1,8 +1,7 @@
-//! `server-manager standalone`: the embedded API server with the project's
-//! CRDs installed and a kubeconfig written, for people without a cluster.
-//!
-//! The operator and the playbook runner will run in this same process; see
-//! [`run`] for where they start.
+//! `server-manager standalone`: for people without a cluster, everything in one
+//! process — the embedded API server with the project's CRDs installed and a
+//! kubeconfig written, the playbook runner, the operator — plus a registry
+//! (started locally unless one is given).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +19,52 @@ pub struct StandaloneOptions {
     pub data_dir: PathBuf,
     /// The API server's listen address.
     pub listen: SocketAddr,
+    /// The playbook runner's listen address.
+    pub runner_listen: SocketAddr,
+    /// The playbooks directory.
+    pub playbooks: PathBuf,
+    /// An existing registry (`host:port`); when `None` one is started on
+    /// `registry_listen`.
+    pub registry: Option<String>,
+    /// Plain HTTP to the existing registry.
+    pub registry_insecure: bool,
+    /// Where the started registry listens.
+    pub registry_listen: SocketAddr,
+    /// How often provisioned Servers are checked for drift (`None`: never).
+    pub drift_interval: Option<std::time::Duration>,
+    /// Where the operator's health and metrics endpoints listen.
+    pub health_listen: Option<SocketAddr>,
+}
+
+impl StandaloneOptions {
+    /// Defaults for `data_dir`: API server on 127.0.0.1:6443, runner on 9003,
+    /// registry on 5000, playbooks found next to the sources or in
+    /// /usr/share/server-manager/playbooks.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StandaloneOptions {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            runner_listen: SocketAddr::from(([127, 0, 0, 1], 9003)),
+            playbooks: default_playbooks(),
+            registry: None,
+            registry_insecure: true,
+            registry_listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            drift_interval: Some(std::time::Duration::from_secs(600)),
+            health_listen: None,
+        }
+    }
+}
+
+/// The playbooks directory: `./playbooks`, the source tree's, or the packaged one.
+pub fn default_playbooks() -> PathBuf {
+    [
+        PathBuf::from("playbooks"),
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks")),
+        PathBuf::from("/usr/share/server-manager/playbooks"),
+    ]
+    .into_iter()
+    .find(|p| p.join("provision.yml").is_file())
+    .unwrap_or_else(|| PathBuf::from("playbooks"))
 }
 
 /// Starts the API server, installs the CRDs and writes `DATA_DIR/kubeconfig`.
@@ -65,19 +110,170 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
 /// Runs until SIGTERM or Ctrl-C, then stops cleanly.
 pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     let (handle, kubeconfig) = start(&opts).await?;
+    let registry = match &opts.registry {
+        Some(address) => Registry::Given(address.clone(), opts.registry_insecure),
+        None => Registry::Started(
+            crate::local_registry::LocalRegistry::start(opts.registry_listen, &opts.data_dir)
+                .await
+                .context("failed to start a registry")?,
+        ),
+    };
+    let (registry_address, registry_insecure) = match &registry {
+        Registry::Given(a, insecure) => (a.clone(), *insecure),
+        Registry::Started(r) => (r.address(), true),
+    };
+
+    // The playbook runner, served on loopback with a generated token.
+    let token = token(&opts.data_dir.join("runner-token"))?;
+    let playbooks = std::fs::canonicalize(&opts.playbooks)
+        .with_context(|| format!("playbook directory {}", opts.playbooks.display()))?;
+    let runner_config =
+        crate::runner::RunnerConfig::new(opts.data_dir.join("runner"), playbooks.clone());
+    let runner_listener = tokio::net::TcpListener::bind(opts.runner_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to listen on {} for the playbook runner",
+                opts.runner_listen
+            )
+        })?;
+    let runner_addr = runner_listener.local_addr()?;
+    let runner = crate::runner::Runner::open(runner_config)?;
+    let runner_state = crate::runner::http::AppState {
+        runner,
+        token: std::sync::Arc::new(token.clone()),
+    };
+    let runner_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(runner_listener, crate::runner::http::app(runner_state)).await {
+            tracing::error!(error = %e, "playbook runner stopped");
+        }
+    });
+    let runner_url = format!("http://{runner_addr}");
+
+    // The operator, with this process as its only replica.
+    let client = kube::Client::try_from(handle.client_config())?;
+    let engine = crate::controller::image::RegistryEngine {
+        registry: crate::registry::RegistryConfig {
+            address: registry_address.clone(),
+            insecure: registry_insecure,
+            ..Default::default()
+        },
+    };
+    let runner_client = crate::runner::client::RunnerClient::new(&runner_url, &token)?;
+    let settings = crate::controller::Settings {
+        registry: crate::controller::RegistrySettings {
+            address: registry_address.clone(),
+            insecure: registry_insecure,
+        },
+        drift_interval: opts.drift_interval,
+        backoff: Default::default(),
+        playbook_version: playbook_version(&playbooks),
+    };
+    let operator_config = crate::controller::operator::OperatorConfig {
+        settings,
+        health_addr: opts.health_listen,
+        leader: None,
+        concurrency: 16,
+        instance: format!("standalone-{}", std::process::id()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(crate::controller::operator::run(
+        client,
+        operator_config,
+        std::sync::Arc::new(engine),
+        std::sync::Arc::new(runner_client),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
     println!(
         "server-manager standalone: API server listening on {}",
         handle.url
     );
+    println!(
+        "  playbook runner: {runner_url} (token in {})",
+        opts.data_dir.join("runner-token").display()
+    );
+    println!("  registry: {registry_address}");
     println!("To use it:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get clusters,servers,images -A");
-    // The operator and the playbook runner start here, in this process, with
-    // `handle.client_config()` as their Kubernetes client configuration.
-    wait_for_signal().await?;
+    println!("  kubectl apply -f examples/");
+    println!("  kubectl get clusters,servers,images");
+    let stopped_early = tokio::select! {
+        r = wait_for_signal() => { r?; None }
+        r = operator => Some(r),
+    };
     println!("server-manager standalone: stopping");
+    if stopped_early.is_none() {
+        let _ = stop_tx.send(());
+    }
+    runner_task.abort();
+    if let Registry::Started(r) = registry {
+        r.stop().await;
+    }
     tokio::task::spawn_blocking(move || handle.shutdown()).await?;
-    Ok(())
+    match stopped_early {
+        Some(Ok(Err(e))) => Err(e.context("the operator stopped")),
+        Some(Err(e)) => Err(anyhow::anyhow!("the operator panicked: {e}")),
+        _ => Ok(()),
+    }
+}
+
+enum Registry {
+    Given(String, bool),
+    Started(crate::local_registry::LocalRegistry),
+}
+
+/// The runner token in `path`, generated (0600) on first use.
+fn token(path: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let t = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(path, &t).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(t)
+}
+
+/// A hash of the playbooks, part of every Server's desired state: a playbook
+/// change re-provisions.
+pub fn playbook_version(dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p
+                    .extension()
+                    .is_some_and(|x| x == "yml" || x == "yaml" || x == "py")
+                {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(
+            f.strip_prefix(dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update(std::fs::read(&f).unwrap_or_default());
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
