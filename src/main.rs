@@ -68,6 +68,12 @@ struct StandaloneArgs {
     /// Address the playbook runner listens on.
     #[arg(long, default_value = "127.0.0.1:9003")]
     runner_listen: std::net::SocketAddr,
+    /// Use this playbook runner instead of starting one in-process.
+    #[arg(long, requires = "runner_token_file")]
+    runner_url: Option<String>,
+    /// File holding the bearer token of the runner given with --runner-url.
+    #[arg(long, requires = "runner_url")]
+    runner_token_file: Option<PathBuf>,
     /// Use this registry (`host:port`) instead of starting one.
     #[arg(long)]
     registry: Option<String>,
@@ -423,6 +429,11 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut opts = server_manager::standalone::StandaloneOptions::new(args.data_dir);
     opts.listen = args.listen;
     opts.runner_listen = args.runner_listen;
+    if let (Some(url), Some(file)) = (args.runner_url, args.runner_token_file) {
+        let token = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        opts.runner = Some((url, token.trim().to_string()));
+    }
     opts.registry = args.registry;
     opts.registry_insecure = !args.registry_tls;
     opts.registry_listen = args.registry_listen;

@@ -21,6 +21,8 @@ pub struct StandaloneOptions {
     pub listen: SocketAddr,
     /// The playbook runner's listen address.
     pub runner_listen: SocketAddr,
+    /// An existing playbook runner (URL, token) to use instead of starting one.
+    pub runner: Option<(String, String)>,
     /// The playbooks directory.
     pub playbooks: PathBuf,
     /// An existing registry (`host:port`); when `None` one is started on
@@ -45,6 +47,7 @@ impl StandaloneOptions {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             runner_listen: SocketAddr::from(([127, 0, 0, 1], 9003)),
+            runner: None,
             playbooks: default_playbooks(),
             registry: None,
             registry_insecure: true,
@@ -123,32 +126,38 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         Registry::Started(r) => (r.address(), true),
     };
 
-    // The playbook runner, served on loopback with a generated token.
-    let token = token(&opts.data_dir.join("runner-token"))?;
+    // The playbook runner, served on loopback with a generated token, unless
+    // an external one is given.
     let playbooks = std::fs::canonicalize(&opts.playbooks)
         .with_context(|| format!("playbook directory {}", opts.playbooks.display()))?;
-    let runner_config =
-        crate::runner::RunnerConfig::new(opts.data_dir.join("runner"), playbooks.clone());
-    let runner_listener = tokio::net::TcpListener::bind(opts.runner_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to listen on {} for the playbook runner",
-                opts.runner_listen
-            )
-        })?;
-    let runner_addr = runner_listener.local_addr()?;
-    let runner = crate::runner::Runner::open(runner_config)?;
-    let runner_state = crate::runner::http::AppState {
-        runner,
-        token: std::sync::Arc::new(token.clone()),
-    };
-    let runner_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(runner_listener, crate::runner::http::app(runner_state)).await {
-            tracing::error!(error = %e, "playbook runner stopped");
+    let (runner_url, token, runner_task) = match &opts.runner {
+        Some((url, token)) => (url.clone(), token.clone(), None),
+        None => {
+            let token = token(&opts.data_dir.join("runner-token"))?;
+            let runner_config =
+                crate::runner::RunnerConfig::new(opts.data_dir.join("runner"), playbooks.clone());
+            let listener = tokio::net::TcpListener::bind(opts.runner_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to listen on {} for the playbook runner",
+                        opts.runner_listen
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            let runner = crate::runner::Runner::open(runner_config)?;
+            let state = crate::runner::http::AppState {
+                runner,
+                token: std::sync::Arc::new(token.clone()),
+            };
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, crate::runner::http::app(state)).await {
+                    tracing::error!(error = %e, "playbook runner stopped");
+                }
+            });
+            (format!("http://{addr}"), token, Some(task))
         }
-    });
-    let runner_url = format!("http://{runner_addr}");
+    };
 
     // The operator, with this process as its only replica.
     let client = kube::Client::try_from(handle.client_config())?;
@@ -208,7 +217,9 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     if stopped_early.is_none() {
         let _ = stop_tx.send(());
     }
-    runner_task.abort();
+    if let Some(task) = runner_task {
+        task.abort();
+    }
     if let Registry::Started(r) = registry {
         r.stop().await;
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -24,6 +25,9 @@ use super::server::reconcile::{
     self as server_reconcile, Provisioner, RolloutGate, ServerState, Stores,
 };
 use super::{Context, Error, Settings, write_status};
+
+/// Events buffered per subscriber of a shared store.
+const BUFFER: usize = 4096;
 use crate::crd::{Cluster, Image, Server};
 
 /// How to run the operator.
@@ -40,7 +44,9 @@ pub struct OperatorConfig {
     pub instance: String,
 }
 
-fn cache<K>(api: Api<K>) -> (Store<K>, impl Future<Output = ()>)
+/// Drives a shared reflector: one watch per kind, its store updated before
+/// any subscriber sees an event, so a trigger never reads a stale cache.
+fn drive<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> impl Future<Output = ()>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -50,12 +56,10 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    watcher(api, watcher::Config::default())
         .default_backoff()
-        .applied_objects()
-        .for_each(|_| async {});
-    (reader, stream)
+        .reflect_shared(writer)
+        .for_each(|_| async {})
 }
 
 /// Runs the controllers until `shutdown` resolves (in-flight reconciles
@@ -105,13 +109,20 @@ pub async fn run(
         images,
     });
 
-    let servers: Api<Server> = Api::all(client.clone());
-    let clusters: Api<Cluster> = Api::all(client.clone());
-    let image_api: Api<Image> = Api::all(client.clone());
-    let (cluster_store, cluster_cache) = cache(clusters.clone());
-    let (image_store, image_cache) = cache(image_api.clone());
-    tokio::spawn(cluster_cache);
-    tokio::spawn(image_cache);
+    let (server_store, server_writer) = reflector::store_shared::<Server>(BUFFER);
+    let (cluster_store, cluster_writer) = reflector::store_shared::<Cluster>(BUFFER);
+    let (image_store, image_writer) = reflector::store_shared::<Image>(BUFFER);
+    let subscribe = "a shared store can be subscribed to";
+    let servers_main = server_writer.subscribe().context(subscribe)?;
+    let servers_siblings = server_writer.subscribe().context(subscribe)?;
+    let servers_clusters = server_writer.subscribe().context(subscribe)?;
+    let clusters_main = cluster_writer.subscribe().context(subscribe)?;
+    let clusters_servers = cluster_writer.subscribe().context(subscribe)?;
+    let images_main = image_writer.subscribe().context(subscribe)?;
+    let images_servers = image_writer.subscribe().context(subscribe)?;
+    tokio::spawn(drive(Api::<Server>::all(client.clone()), server_writer));
+    tokio::spawn(drive(Api::<Cluster>::all(client.clone()), cluster_writer));
+    tokio::spawn(drive(Api::<Image>::all(client.clone()), image_writer));
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
@@ -123,9 +134,6 @@ pub async fn run(
 
     // Server controller, triggered by its Cluster, its Images, and siblings
     // whose membership (host, roles, provisioning, deletion) changed.
-    let server_controller = Controller::new(servers.clone(), watcher::Config::default())
-        .with_config(controller_config.clone());
-    let server_store = server_controller.store();
     let stores = Stores {
         servers: server_store.clone(),
         clusters: cluster_store.clone(),
@@ -139,7 +147,7 @@ pub async fn run(
     });
     let by_cluster = {
         let store = server_store.clone();
-        move |c: Cluster| {
+        move |c: Arc<Cluster>| {
             let (ns, name) = (c.namespace(), c.name_any());
             store
                 .state()
@@ -151,7 +159,7 @@ pub async fn run(
     };
     let by_image = {
         let (store, clusters) = (server_store.clone(), cluster_store.clone());
-        move |i: Image| {
+        move |i: Arc<Image>| {
             let (ns, name) = (i.namespace(), i.name_any());
             store
                 .state()
@@ -173,7 +181,7 @@ pub async fn run(
     let by_sibling = {
         let store = server_store.clone();
         let seen: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-        move |s: Server| {
+        move |s: Arc<Server>| {
             let membership = format!(
                 "{}|{:?}|{:?}|{}|{}",
                 s.spec.host,
@@ -203,10 +211,11 @@ pub async fn run(
     };
     let server_task = {
         let (ctx, state) = (ctx.clone(), state.clone());
-        server_controller
-            .watches(clusters.clone(), watcher::Config::default(), by_cluster)
-            .watches(image_api.clone(), watcher::Config::default(), by_image)
-            .watches(servers.clone(), watcher::Config::default(), by_sibling)
+        Controller::for_shared_stream(servers_main, server_store.clone())
+            .with_config(controller_config.clone())
+            .watches_shared_stream(clusters_servers, by_cluster)
+            .watches_shared_stream(images_servers, by_image)
+            .watches_shared_stream(servers_siblings, by_sibling)
             .graceful_shutdown_on(signal(&shutdown_tx))
             .run(
                 move |s, ctx| {
@@ -220,7 +229,7 @@ pub async fn run(
     };
 
     let backoff = Arc::new(PushBackoff::default());
-    let image_task = Controller::new(image_api.clone(), watcher::Config::default())
+    let image_task = Controller::for_shared_stream(images_main, image_store.clone())
         .with_config(controller_config.clone())
         .graceful_shutdown_on(signal(&shutdown_tx))
         .run(
@@ -235,9 +244,9 @@ pub async fn run(
 
     let cluster_task = {
         let store = server_store.clone();
-        Controller::new(clusters.clone(), watcher::Config::default())
+        Controller::for_shared_stream(clusters_main, cluster_store.clone())
             .with_config(controller_config)
-            .watches(servers.clone(), watcher::Config::default(), |s: Server| {
+            .watches_shared_stream(servers_clusters, |s: Arc<Server>| {
                 Some(
                     ObjectRef::<Cluster>::new(&s.spec.cluster_ref.name)
                         .within(&s.namespace().unwrap_or_default()),
@@ -305,7 +314,14 @@ async fn reconcile_cluster(
 fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %error, category = error.category(), "reconcile failed");
     ctx.metrics.error("any", error.category());
-    Action::requeue(Duration::from_secs(5))
+    // A finalizer patch built from a cache one event behind fails its JSON-patch
+    // test; the next event brings the cache up to date, so retry soon.
+    let wait = if error.category() == "finalizer" {
+        1
+    } else {
+        5
+    };
+    Action::requeue(Duration::from_secs(wait))
 }
 
 fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(

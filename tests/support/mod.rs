@@ -6,6 +6,7 @@
 pub mod apiserver;
 pub mod http_tools;
 pub mod images;
+pub mod lab;
 pub mod registry;
 pub mod secure_registry;
 pub mod sshd;

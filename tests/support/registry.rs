@@ -1,7 +1,7 @@
 //! A real registry for tests: Debian's `docker-registry` (distribution) on a free
 //! loopback port, with its storage in a temporary directory, stopped on drop.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::{free_port, require};
@@ -29,10 +29,12 @@ impl TestRegistry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        // The access log (one Apache-style line per request) goes to stdout.
+        let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config_path)
-            .stdout(Stdio::null())
+            .stdout(access)
             .stderr(log)
             .spawn()
             .expect("start docker-registry");

@@ -10,7 +10,7 @@ use super::{free_port, require, run};
 
 /// A running `sshd -D`.
 pub struct TestSshd {
-    /// Always `127.0.0.1`.
+    /// The loopback address it listens on.
     pub host: String,
     /// The port it listens on.
     pub port: u16,
@@ -26,8 +26,15 @@ fn keygen(path: &std::path::Path) {
 }
 
 impl TestSshd {
-    /// Starts sshd and waits until it accepts connections.
+    /// Starts sshd on 127.0.0.1 and a free port, and waits until it accepts
+    /// connections.
     pub fn start() -> TestSshd {
+        Self::start_at("127.0.0.1", None)
+    }
+
+    /// Starts sshd on `host` (any 127.0.0.0/8 address) and `port` (a free one
+    /// when `None`).
+    pub fn start_at(host: &str, port: Option<u16>) -> TestSshd {
         require("/usr/sbin/sshd", "openssh-server");
         require("ssh-keygen", "openssh-client");
         // sshd refuses to start without its privilege-separation directory.
@@ -38,9 +45,9 @@ impl TestSshd {
         keygen(&d.join("client_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
             .expect("authorized_keys");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+            "Port {port}\nListenAddress {host}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              StrictModes no\nMaxStartups 100\nMaxSessions 50\nSubsystem sftp internal-sftp\n",
@@ -58,7 +65,7 @@ impl TestSshd {
             .spawn()
             .expect("start sshd");
         let sshd = TestSshd {
-            host: "127.0.0.1".to_string(),
+            host: host.to_string(),
             port,
             dir,
             child,
@@ -77,6 +84,21 @@ impl TestSshd {
         }
         let log = std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default();
         panic!("sshd did not start on port {}: {log}", self.port);
+    }
+
+    /// Also accepts logins with `public_key` (an `authorized_keys` line).
+    pub fn authorize(&self, public_key: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .expect("authorized_keys");
+        writeln!(f, "{}", public_key.trim()).expect("write authorized_keys");
+    }
+
+    /// The client's public key (an `authorized_keys` line).
+    pub fn client_public_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("client_key.pub")).expect("client key")
     }
 
     /// The client's private key (OpenSSH format).

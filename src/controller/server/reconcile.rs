@@ -542,7 +542,16 @@ async fn block(
 ) -> Result<Action, Error> {
     let generation = server.meta().generation;
     let attempts = state.blocked.bump(&key(server));
-    let wait = ctx.settings.backoff.delay(attempts);
+    // Waiting on something in progress (an Image being pushed) is retried
+    // soon; only what needs an outside change backs off to the cap.
+    let wait = if b.stalled {
+        ctx.settings.backoff.delay(attempts)
+    } else {
+        ctx.settings
+            .backoff
+            .delay(attempts)
+            .min(Duration::from_secs(10))
+    };
     let was = st
         .conditions
         .iter()

@@ -1,0 +1,321 @@
+//! An end-to-end lab: `server-manager standalone` (embedded API server,
+//! operator, playbook runner) driven by the real `kubectl`, a real registry,
+//! real `sshd` "hosts" on distinct loopback addresses, and the machine's
+//! Docker engine. The manifests are `examples/`, adapted to those hosts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::registry::TestRegistry;
+use super::sshd::TestSshd;
+use super::{docker_import_busybox, free_port, run};
+
+/// A random suffix so concurrent tests never share names.
+pub fn suffix() -> String {
+    uuid_like()
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// A running `server-manager standalone`.
+pub struct Standalone {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// `DATA_DIR/kubeconfig`.
+    pub kubeconfig: PathBuf,
+    /// Arguments it was started with (for restarts).
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Standalone {
+    /// Starts standalone with `extra` arguments and waits until kubectl works.
+    pub fn start(data_dir: &Path, extra: &[String]) -> Standalone {
+        let mut args: Vec<String> = vec![
+            "standalone".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut s = Standalone {
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: data_dir.join("kubeconfig"),
+            args,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("standalone.log"))
+            .expect("standalone log");
+        let child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
+            .args(&self.args)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start server-manager standalone");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.kubeconfig.exists()
+                && Command::new("kubectl")
+                    .env("KUBECONFIG", &self.kubeconfig)
+                    .args(["get", "crd", "servers.servermanager.contrail.io"])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standalone did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills the process with SIGKILL (no clean-up of any kind).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same arguments and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The combined log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("standalone.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl against it; panics on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        run(Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args))
+    }
+
+    /// Runs kubectl; returns (success, stdout, stderr).
+    pub fn kubectl_try(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    /// `kubectl get KIND NAME -o json`, or `None` when it does not exist.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let (ok, out, _) = self.kubectl_try(&["get", kind, name, "-o", "json"]);
+        ok.then(|| serde_json::from_str(&out).expect("json"))
+    }
+
+    /// The global resourceVersion (of a list).
+    pub fn resource_version(&self) -> u64 {
+        let v: Value =
+            serde_json::from_str(&self.kubectl(&["get", "servers", "-o", "json"])).expect("json");
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("list resourceVersion")
+    }
+
+    /// Waits until `check` holds, polling; panics with the operator log otherwise.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Standalone) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !check(self) {
+            if Instant::now() > deadline {
+                let servers = self.kubectl_try(&["get", "servers", "-o", "yaml"]).1;
+                panic!(
+                    "timed out waiting for {what}\n--- servers ---\n{servers}\n--- log ---\n{}",
+                    tail(&self.log(), 80)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM for a clean stop, then make sure.
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One test host: an sshd on its own loopback address, and its layout.
+pub struct Host {
+    /// The sshd.
+    pub sshd: TestSshd,
+    /// Root of its directories.
+    pub root: tempfile::TempDir,
+    /// Container name prefix.
+    pub prefix: String,
+}
+
+impl Host {
+    /// A host on `address` accepting `key` (an authorized_keys line), with
+    /// directories of its own and containers named `sm-e2e-<run>-<name>-<role>`.
+    pub fn new(address: &str, name: &str, run_id: &str, key: Option<&str>) -> Host {
+        let sshd = TestSshd::start_at(address, None);
+        if let Some(k) = key {
+            sshd.authorize(k);
+        }
+        Host {
+            sshd,
+            root: tempfile::tempdir().expect("tempdir"),
+            prefix: format!("sm-e2e-{run_id}-{name}-"),
+        }
+    }
+
+    /// `spec.layout` for this host.
+    pub fn layout(&self) -> Value {
+        let r = self.root.path();
+        serde_json::json!({
+            "configDir": r.join("etc").display().to_string(),
+            "logDir": r.join("log").display().to_string(),
+            "dataDir": r.join("data").display().to_string(),
+            "containerPrefix": self.prefix,
+        })
+    }
+
+    /// Path of a role file on the host.
+    pub fn config_path(&self, role: &str) -> PathBuf {
+        self.root.path().join("etc").join(format!("{role}.conf"))
+    }
+
+    /// The container of a role.
+    pub fn container(&self, role: &str) -> String {
+        format!("{}{role}", self.prefix)
+    }
+
+    /// Removes every container of this host (clean-up after a failed test).
+    pub fn remove_containers(&self) {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name=^{}", self.prefix)])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.remove_containers();
+    }
+}
+
+/// A `docker save` tarball of a busybox image whose command keeps running.
+pub fn image_tarball(dir: &Path, run_id: &str) -> PathBuf {
+    let tag = format!("sm-e2e-base-{run_id}:1");
+    docker_import_busybox(&tag, "/bin/sleep 3600");
+    let path = dir.join("image.tar");
+    run(Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&path)
+        .arg(&tag));
+    run(Command::new("docker").args(["rmi", &tag]));
+    path
+}
+
+/// `docker exec NAME cat PATH`.
+pub fn docker_cat(container: &str, path: &str) -> String {
+    run(Command::new("docker").args(["exec", container, "cat", path]))
+}
+
+/// Whether a container exists.
+pub fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Run records of the runner (`DATA_DIR/runner/runs/*.json`).
+pub fn run_records(runner_dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(runner_dir.join("runs")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "json")
+                && let Ok(text) = std::fs::read_to_string(e.path())
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Write requests in a registry's access log (PUT, POST, PATCH, DELETE).
+pub fn registry_writes(registry: &TestRegistry) -> usize {
+    let log = std::fs::read_to_string(registry.dir.path().join("access.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| {
+            ["\"PUT ", "\"POST ", "\"PATCH ", "\"DELETE "]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .count()
+}
