@@ -7,6 +7,7 @@ pub mod http_tools;
 pub mod images;
 pub mod registry;
 pub mod secure_registry;
+pub mod token_auth;
 
 use std::net::TcpListener;
 use std::path::Path;
