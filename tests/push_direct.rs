@@ -184,7 +184,7 @@ async fn pushes_from_a_url_with_and_without_ranges_and_from_gzip() {
         ),
     ] {
         let registry = TestRegistry::start();
-        let server = ranges.map(|(p, r)| FileServer::start(p, r));
+        let server = ranges.clone().map(|(p, r)| FileServer::start(p, r));
         let source = match (&path, &server) {
             (Some(p), _) => Source::Path(p.clone()),
             (None, Some(s)) => Source::Url(s.url.clone()),
@@ -201,6 +201,19 @@ async fn pushes_from_a_url_with_and_without_ranges_and_from_gzip() {
         );
         if let Some(s) = &server {
             eprintln!("{name}: {} HTTP requests", s.requests.lock().unwrap());
+            // A re-push from a URL: with ranges, only headers and small files are
+            // fetched; without, one pass reads the tarball through.
+            let before = s.bytes_served.load(std::sync::atomic::Ordering::SeqCst);
+            let source = Source::Url(s.url.clone());
+            let again = registry::push(&request(&registry, source, &id, Role::Agent), |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{name} re-push: {e}"));
+            assert_eq!(again.bytes_uploaded, 0);
+            let fetched = s.bytes_served.load(std::sync::atomic::Ordering::SeqCst) - before;
+            eprintln!("{name}: re-push fetched {fetched} bytes of {}", report.size);
+            if ranges.as_ref().is_some_and(|(_, r)| *r) {
+                assert!(fetched < report.size / 10, "{name}: fetched {fetched}");
+            }
         }
         digests.push(report.digest);
     }

@@ -7,7 +7,9 @@
 //! 1. [`Tarball::index`] reads the archive once, keeping only entry headers (name,
 //!    data offset, size, link target) and the content of small files (JSON index
 //!    files, configs, OCI manifests), within a fixed memory budget. A plain file is
-//!    indexed with seeks (layer data is never read); gzip and URLs are read through.
+//!    indexed with seeks, a plain URL served with `Accept-Ranges: bytes` with
+//!    range requests from header to header (layer data is never read); gzip, and
+//!    URLs without ranges, are read through once.
 //! 2. [`Tarball::open_at`] streams one entry's data. A plain file seeks (so layers
 //!    can be read in parallel); a plain URL uses a `Range` request when the server
 //!    supports ranges. Otherwise (gzip, or a URL without ranges) there is no random
@@ -103,6 +105,19 @@ impl Tarball {
                 drop(raw);
                 let file = File::open(path)?;
                 let mut archive = tar::Archive::new(file);
+                scan.run(archive.entries_with_seek()?)?;
+            }
+            (Origin::Url { .. }, false) if ranges => {
+                // Hop from header to header with range requests: layer data is
+                // never downloaded by this pass.
+                drop(raw);
+                let reader = RangedReader {
+                    origin: origin.clone(),
+                    pos: 0,
+                    len: total_len,
+                    current: None,
+                };
+                let mut archive = tar::Archive::new(reader);
                 scan.run(archive.entries_with_seek()?)?;
             }
             (_, true) => {
@@ -323,6 +338,66 @@ fn open_raw(origin: &Origin, offset: u64) -> Result<RawOpen, TarballError> {
                 len,
             ))
         }
+    }
+}
+
+/// A URL read as a seekable file: each jump further than a small read-through
+/// opens a new `Range` request at the next read.
+struct RangedReader {
+    origin: Origin,
+    pos: u64,
+    len: Option<u64>,
+    current: Option<Box<dyn BufRead + Send>>,
+}
+
+/// Jumps up to this far are read through rather than re-requested.
+const READ_THROUGH: u64 = 256 << 10;
+
+impl Read for RangedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.len.is_some_and(|l| self.pos >= l) {
+            return Ok(0);
+        }
+        if self.current.is_none() {
+            let (raw, _, _) = open_raw(&self.origin, self.pos).map_err(|e| match e {
+                TarballError::Io(e) => e,
+                TarballError::Invalid(m) => io::Error::other(m),
+            })?;
+            self.current = Some(raw);
+        }
+        let n = match &mut self.current {
+            Some(r) => r.read(buf)?,
+            None => 0,
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for RangedReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.and_then(|l| l.checked_add_signed(d)),
+        }
+        .ok_or_else(|| io::Error::other("seek out of range"))?;
+        if target >= self.pos && target - self.pos <= READ_THROUGH && self.current.is_some() {
+            let want = target - self.pos;
+            let mut skipped = 0;
+            if let Some(r) = &mut self.current {
+                skipped = io::copy(&mut r.take(want), &mut io::sink())?;
+            }
+            self.pos += skipped;
+            if skipped < want {
+                self.current = None;
+                self.pos = target;
+            }
+        } else if target != self.pos {
+            self.current = None;
+            self.pos = target;
+        }
+        Ok(self.pos)
     }
 }
 
