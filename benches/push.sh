@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 SIZE=${1:-600}
 LAYERS=${2:-6}
 WORK=$(mktemp -d /tmp/pushbench.XXXXXX)
-PIDS=()
 TAGS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # start_registry runs in a command substitution (a subshell): pids go to files.
+  for f in "$WORK"/*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for t in "${TAGS[@]}"; do docker rmi -f "$t" >/dev/null 2>&1 || true; done
   rm -rf "$WORK"
 }
@@ -36,7 +36,7 @@ start_registry() { # $1: name; prints host:port
   port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
   printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%s\n' "$dir" "$port" >"$dir/config.yml"
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-  PIDS+=($!)
+  echo $! >"$dir/pid"
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
     sleep 0.1
@@ -92,6 +92,7 @@ for mb in 200 2000; do
   R=$(start_registry "rss$mb")
   read -r W K < <(push_direct "$T" "$R" 1)
   echo "${mb} MB: ${W}s, peak RSS ${K} kB"
+  kill "$(cat "$WORK/rss$mb/pid")" 2>/dev/null || true
   rm -rf "$T" "$WORK/rss$mb/data"
 done
 

@@ -17,6 +17,7 @@ pub mod docker_engine;
 mod plan;
 mod tarball;
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -341,6 +342,7 @@ pub async fn push(
         1
     };
     let ctx = Arc::new(BlobContext {
+        source_name: source_name.clone(),
         client: client.clone(),
         tarball,
         repo: repo.clone(),
@@ -482,6 +484,7 @@ async fn mount_candidates(client: &RegistryClient, req: &PushRequest, repo: &str
 
 /// What the upload tasks share.
 struct BlobContext {
+    source_name: String,
     client: Arc<RegistryClient>,
     tarball: Arc<Tarball>,
     repo: String,
@@ -657,7 +660,7 @@ async fn upload_attempt(ctx: &BlobContext, blob: &PlannedBlob) -> Result<(), Att
             actual,
         })),
         Produced::Read(message) => fail(AttemptError::Fatal(PushError::ReadTarball {
-            source_name: "the tarball".into(),
+            source_name: ctx.source_name.clone(),
             message,
         })),
         Produced::Verified | Produced::Abandoned => match put {
@@ -762,5 +765,3 @@ pub async fn delete_tag(
     .map_err(err)?;
     Ok(Some(digest))
 }
-
-use std::io::Read as _;
