@@ -62,6 +62,7 @@ async fn assert_fails(
     eprintln!("{reason}: {message}");
     assert_eq!(err.reason(), reason, "{message}");
     assert!(message.starts_with("failed to "), "{message}");
+    assert!(err.is_permanent(), "bad input is not retried: {message}");
     assert!(
         message.contains(words),
         "{message:?} should mention {words:?}"
@@ -214,6 +215,7 @@ async fn registry_down_is_reported_after_retries() {
         .expect_err("registry down");
     let message = err.to_string();
     assert_eq!(err.reason(), "ConnectRegistry", "{message}");
+    assert!(!err.is_permanent(), "a registry may come back");
     assert!(
         message.contains(&down) && message.contains("after 3 attempts"),
         "{message}"

@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::crd::Role;
+use crate::crd::{ImageCategory, ImageSpec, Role};
 use crate::image_ref::{ImageRefError, ImageReference};
 use client::{HttpError, RegistryClient, retrying};
 use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
@@ -151,6 +151,41 @@ impl PushRequest {
     }
 }
 
+impl PushRequest {
+    /// The request for an `Image` resource's spec, to the given registry.
+    ///
+    /// Fails (permanently) for a `package` Image, which is never pushed, and for a
+    /// `reference` source: copying from another registry is not supported.
+    pub fn for_image(spec: &ImageSpec, registry: RegistryConfig) -> Result<PushRequest, PushError> {
+        if spec.category == ImageCategory::Package {
+            return Err(PushError::UnsupportedSource(
+                "a package Image is recorded, never pushed".into(),
+            ));
+        }
+        let source = match (&spec.source.path, &spec.source.url, &spec.source.reference) {
+            (Some(p), None, None) => Source::Path(PathBuf::from(p)),
+            (None, Some(u), None) => Source::Url(u.clone()),
+            (None, None, Some(r)) => {
+                return Err(PushError::UnsupportedSource(format!(
+                    "copying from the image reference {r} is not supported; give a tarball path or URL"
+                )));
+            }
+            _ => {
+                return Err(PushError::UnsupportedSource(
+                    "exactly one of source.path, source.url or source.reference must be set".into(),
+                ));
+            }
+        };
+        Ok(PushRequest::new(
+            source,
+            registry,
+            spec.image_id.clone(),
+            spec.image_type,
+            spec.version.clone(),
+        ))
+    }
+}
+
 /// Progress of a push, reported through the callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -185,6 +220,9 @@ pub enum PushError {
     /// The image id, version or registry address is invalid.
     #[error("failed to name the image: {0}")]
     Reference(#[from] ImageRefError),
+    /// The Image's source cannot be pushed by this engine.
+    #[error("failed to use the image source: {0}")]
+    UnsupportedSource(String),
     /// The HTTP client (TLS, CA bundle) could not be set up.
     #[error("failed to configure the registry client: {0}")]
     Configure(String),
@@ -275,6 +313,7 @@ impl PushError {
     pub fn reason(&self) -> &'static str {
         match self {
             PushError::Reference(_) => "InvalidReference",
+            PushError::UnsupportedSource(_) => "UnsupportedSource",
             PushError::Configure(_) => "ConfigureClient",
             PushError::ReadTarball { .. } => "ReadTarball",
             PushError::InvalidImage { .. } => "InvalidImage",
@@ -287,6 +326,23 @@ impl PushError {
             PushError::DeleteTag { .. } => "DeleteTag",
             PushError::DockerEngine { .. } => "DockerEngine",
         }
+    }
+}
+
+impl PushError {
+    /// Whether trying again cannot help until the Image or its tarball changes
+    /// (bad names, unreadable or inconsistent tarballs, corrupt layers), as
+    /// opposed to registry, network or engine trouble, which may pass.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PushError::Reference(_)
+                | PushError::UnsupportedSource(_)
+                | PushError::ReadTarball { .. }
+                | PushError::InvalidImage { .. }
+                | PushError::SelectImage { .. }
+                | PushError::VerifyBlob { .. }
+        )
     }
 }
 
@@ -764,4 +820,54 @@ pub async fn delete_tag(
     .await
     .map_err(err)?;
     Ok(Some(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ImageSource;
+
+    fn spec(source: ImageSource) -> ImageSpec {
+        ImageSpec {
+            category: ImageCategory::Container,
+            image_id: "contrail-container".into(),
+            image_type: Role::Controller,
+            version: "5.0-214".into(),
+            source,
+            remove_from_registry_on_delete: false,
+        }
+    }
+
+    #[test]
+    fn request_for_image_spec() {
+        let registry = RegistryConfig {
+            address: "r:5000".into(),
+            ..Default::default()
+        };
+        let req = PushRequest::for_image(
+            &spec(ImageSource {
+                url: Some("https://x/y.tar".into()),
+                ..Default::default()
+            }),
+            registry.clone(),
+        )
+        .unwrap();
+        assert_eq!(req.source, Source::Url("https://x/y.tar".into()));
+        assert_eq!(req.image_type, Role::Controller);
+        let err = PushRequest::for_image(
+            &spec(ImageSource {
+                reference: Some("r/x:1".into()),
+                ..Default::default()
+            }),
+            registry.clone(),
+        )
+        .unwrap_err();
+        assert!(err.is_permanent() && err.to_string().starts_with("failed to "));
+        let mut package = spec(ImageSource {
+            path: Some("/x.tar".into()),
+            ..Default::default()
+        });
+        package.category = ImageCategory::Package;
+        assert!(PushRequest::for_image(&package, registry).is_err());
+    }
 }
