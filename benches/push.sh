@@ -96,6 +96,23 @@ for mb in 200 2000; do
   rm -rf "$T" "$WORK/rss$mb/data"
 done
 
+echo "== compression: none vs gzip on an image of real binaries (/usr/lib)"
+REAL=$WORK/real-image.tar
+python3 benches/push_make_image.py 400 4 "$REAL" real >/dev/null
+ls -l "$REAL"
+for c in none gzip; do
+  R=$(start_registry "real-$c")
+  t0=$(now)
+  "$BIN" push "$REAL" --registry "$R" --image-id pushbench --image-type controller --version 1 --insecure --compression "$c" | grep uploaded
+  t1=$(now)
+  "$BIN" push "$REAL" --registry "$R" --image-id pushbench --image-type controller --version 1 --insecure --compression "$c" >/dev/null
+  t2=$(now)
+  echo "--compression $c: push $(secs "$t0" "$t1")s, re-push $(secs "$t1" "$t2")s"
+  kill "$(cat "$WORK/real-$c/pid")" 2>/dev/null || true
+  rm -rf "$WORK/real-$c/data"
+done
+rm -f "$REAL"
+
 echo "== compression: gzip -1 on real binaries (/usr/lib)"
 (tar -cf - /usr/lib 2>/dev/null || true) | head -c 400000000 >"$WORK/real.tar" || true
 IN=$(stat -c %s "$WORK/real.tar")

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Writes a `docker save` tarball of a runnable image for the push benchmark:
 a busybox base layer plus LAYERS layers of random (incompressible) content,
-TOTAL_MB in all. No Docker needed to build it.
+TOTAL_MB in all; with `real`, the layers hold files copied from /usr/lib instead
+(typical binaries, compressible about 2x). No Docker needed to build it.
 
-usage: benches/push_make_image.py TOTAL_MB LAYERS OUT.tar
+usage: benches/push_make_image.py TOTAL_MB LAYERS OUT.tar [random|real]
 """
 import hashlib, io, json, os, shutil, sys, tarfile, tempfile
 
 total_mb, layers, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+content = sys.argv[4] if len(sys.argv) > 4 else "random"
 busybox = shutil.which("busybox") or "/bin/busybox"
 work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)))
 
@@ -44,13 +46,40 @@ def add_random(n, size):
     return add
 
 
+def real_files():
+    for root, _, files in os.walk("/usr/lib"):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                yield p
+
+
+REAL = real_files()
+
+
+def add_real(n, size):
+    def add(t):
+        done = 0
+        while done < size:
+            try:
+                p = next(REAL)
+            except StopIteration:
+                break
+            try:
+                t.add(p, f"layer{n}" + p)
+                done += os.path.getsize(p)
+            except OSError:
+                pass
+    return add
+
+
 names, diff_ids = [], []
 per_layer = total_mb * (1 << 20) // layers
 for n in range(layers + 1):
     d = os.path.join(work, f"layer{n:02d}")
     os.makedirs(d)
     path = os.path.join(d, "layer.tar")
-    diff_ids.append(layer_tar(path, add_base if n == 0 else add_random(n, per_layer)))
+    diff_ids.append(layer_tar(path, add_base if n == 0 else (add_real if content == "real" else add_random)(n, per_layer)))
     names.append(f"layer{n:02d}/layer.tar")
 config = json.dumps({
     "architecture": "amd64", "os": "linux",
