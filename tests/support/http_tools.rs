@@ -260,44 +260,48 @@ fn serve_file(conn: TcpStream, path: &PathBuf, ranges: bool) -> u64 {
         return 0;
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let range_start = head.raw_headers.iter().find_map(|h| {
+    // `Range: bytes=START-` or `bytes=START-END` (inclusive).
+    let range = head.raw_headers.iter().find_map(|h| {
         let (k, v) = h.split_once(':')?;
         if !k.eq_ignore_ascii_case("range") {
             return None;
         }
-        v.trim()
-            .strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse::<u64>()
-            .ok()
+        let (start, end) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+        let start: u64 = start.parse().ok()?;
+        let last = len.checked_sub(1)?;
+        let end: u64 = if end.is_empty() {
+            last
+        } else {
+            end.parse::<u64>().ok()?.min(last)
+        };
+        (start <= end).then_some((start, end))
     });
     let accept = if ranges {
         "Accept-Ranges: bytes\r\n"
     } else {
         ""
     };
-    let start = match (ranges, range_start) {
-        (true, Some(s)) => {
+    let (start, count) = match (ranges, range) {
+        (true, Some((s, e))) => {
             let _ = write!(
                 conn,
-                "HTTP/1.1 206 Partial Content\r\n{accept}Content-Range: bytes {s}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                len - 1,
-                len - s
+                "HTTP/1.1 206 Partial Content\r\n{accept}Content-Range: bytes {s}-{e}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                e - s + 1
             );
-            s
+            (s, e - s + 1)
         }
         _ => {
             let _ = write!(
                 conn,
                 "HTTP/1.1 200 OK\r\n{accept}Content-Length: {len}\r\nConnection: close\r\n\r\n"
             );
-            0
+            (0, len)
         }
     };
     use std::io::Seek;
     let mut sent = 0;
     if file.seek(std::io::SeekFrom::Start(start)).is_ok() {
-        sent = std::io::copy(&mut file, &mut conn).unwrap_or(0);
+        sent = std::io::copy(&mut (&mut file).take(count), &mut conn).unwrap_or(0);
     }
     let _ = conn.shutdown(Shutdown::Both);
     sent
