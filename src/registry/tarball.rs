@@ -7,12 +7,12 @@
 //! 1. [`Tarball::index`] reads the archive once, keeping only entry headers (name,
 //!    data offset, size, link target) and the content of small files (JSON index
 //!    files, configs, OCI manifests), within a fixed memory budget. A plain file is
-//!    indexed with seeks, a plain URL served with `Accept-Ranges: bytes` with
-//!    range requests from header to header (layer data is never read); gzip, and
-//!    URLs without ranges, are read through once.
+//!    indexed with seeks, a plain URL whose server honours `Range` with small
+//!    bounded range requests from header to header (layer data is never read);
+//!    gzip, and URLs without ranges, are read through once.
 //! 2. [`Tarball::open_at`] streams one entry's data. A plain file seeks (so layers
-//!    can be read in parallel); a plain URL uses a `Range` request when the server
-//!    supports ranges. Otherwise (gzip, or a URL without ranges) there is no random
+//!    can be read in parallel); a plain URL asks for exactly the entry's range
+//!    when the server supports ranges. Otherwise (gzip, or a URL without ranges) there is no random
 //!    access: the reader is a shared sequential cursor, the caller reads entries in
 //!    tar order, and a request for an earlier offset (a retry) starts a new pass.
 //!    Nothing is spooled to disk: a second pass costs time, a spool would cost the
