@@ -201,9 +201,23 @@ struct PushArgs {
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Compression of `docker save` layers on a direct push: `none` (fastest
+    /// unless the link is slower than compressing, ~0.8 Gbit/s on 2 cores) or
+    /// `gzip` (about half the bytes).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
     /// `direct` (OCI distribution API) or `docker` (load, tag, push via the engine).
     #[arg(long, value_enum, default_value_t = Via::Direct)]
     via: Via,
+}
+
+/// `--compression` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompressionArg {
+    /// Layers as they are.
+    None,
+    /// Gzip-compressed layers.
+    Gzip,
 }
 
 /// How `push` reaches the registry.
@@ -339,6 +353,10 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
     req.select = args.select;
     req.mount_from = args.mount_from;
     req.parallelism = args.parallel;
+    req.compression = match args.compression {
+        CompressionArg::None => registry::Compression::None,
+        CompressionArg::Gzip => registry::Compression::Gzip,
+    };
 
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);

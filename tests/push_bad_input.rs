@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use server_manager::crd::Role;
 use server_manager::registry::{
-    self, PushError, PushReport, PushRequest, RegistryConfig, RetryPolicy, Source,
+    self, Compression, PushError, PushReport, PushRequest, RegistryConfig, RetryPolicy, Source,
 };
 use support::http_tools::tags;
 use support::images::{
@@ -62,6 +62,7 @@ async fn assert_fails(
     eprintln!("{reason}: {message}");
     assert_eq!(err.reason(), reason, "{message}");
     assert!(message.starts_with("failed to "), "{message}");
+    assert!(err.is_permanent(), "bad input is not retried: {message}");
     assert!(
         message.contains(words),
         "{message:?} should mention {words:?}"
@@ -152,6 +153,21 @@ async fn damaged_images_fail_and_leave_no_tag() {
         .collect();
     write_tar(&tampered, &changed);
     assert_fails(&registry, &tampered, "VerifyBlob", "hashes to").await;
+    // Compressed, the check happens while compressing, before any upload.
+    let id = format!("bad-{}", unique());
+    let mut req = PushRequest::new(
+        Source::Path(tampered.clone()),
+        config(&registry.addr),
+        &id,
+        Role::Controller,
+        "1",
+    );
+    req.compression = Compression::Gzip;
+    let err = registry::push(&req, |_| {})
+        .await
+        .expect_err("tampered, gzip");
+    assert_eq!(err.reason(), "VerifyBlob", "{err}");
+    assert!(tags(&registry.addr, &format!("{id}-controller")).is_empty());
 
     // manifest.json pointing outside the archive.
     let escaping = dir.join("escaping.tar");
@@ -214,6 +230,7 @@ async fn registry_down_is_reported_after_retries() {
         .expect_err("registry down");
     let message = err.to_string();
     assert_eq!(err.reason(), "ConnectRegistry", "{message}");
+    assert!(!err.is_permanent(), "a registry may come back");
     assert!(
         message.contains(&down) && message.contains("after 3 attempts"),
         "{message}"

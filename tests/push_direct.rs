@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use server_manager::crd::Role;
-use server_manager::registry::{self, PushRequest, RegistryConfig, Source};
+use server_manager::registry::{self, Compression, PushRequest, RegistryConfig, Source};
 use support::http_tools::{FileServer, registry_digest, tags};
 use support::images::{
     TagGuard, docker_save, gzip_file, layered_images, oci_layout_from_docker_save, scratch, unique,
@@ -177,6 +177,7 @@ async fn pushes_from_a_url_with_and_without_ranges_and_from_gzip() {
         ("gzip file", Some(gz.clone()), None),
         ("plain URL with ranges", None, Some((save.clone(), true))),
         ("gzip URL", None, Some((gz.clone(), false))),
+        ("gzip URL with ranges", None, Some((gz.clone(), true))),
         (
             "plain URL without ranges",
             None,
@@ -184,7 +185,7 @@ async fn pushes_from_a_url_with_and_without_ranges_and_from_gzip() {
         ),
     ] {
         let registry = TestRegistry::start();
-        let server = ranges.map(|(p, r)| FileServer::start(p, r));
+        let server = ranges.clone().map(|(p, r)| FileServer::start(p, r));
         let source = match (&path, &server) {
             (Some(p), _) => Source::Path(p.clone()),
             (None, Some(s)) => Source::Url(s.url.clone()),
@@ -201,8 +202,87 @@ async fn pushes_from_a_url_with_and_without_ranges_and_from_gzip() {
         );
         if let Some(s) = &server {
             eprintln!("{name}: {} HTTP requests", s.requests.lock().unwrap());
+            // A re-push from a URL: with ranges, only headers and small files are
+            // fetched; without, one pass reads the tarball through.
+            let before = s.bytes_served.load(std::sync::atomic::Ordering::SeqCst);
+            let source = Source::Url(s.url.clone());
+            let again = registry::push(&request(&registry, source, &id, Role::Agent), |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{name} re-push: {e}"));
+            assert_eq!(again.bytes_uploaded, 0);
+            let fetched = s.bytes_served.load(std::sync::atomic::Ordering::SeqCst) - before;
+            eprintln!("{name}: re-push fetched {fetched} bytes of {}", report.size);
+            if ranges.as_ref().is_some_and(|(p, r)| *r && *p == save) {
+                assert!(fetched < report.size / 4, "{name}: fetched {fetched}");
+            }
         }
         digests.push(report.digest);
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compression_pushes_runs_and_repushes_for_free() {
+    let registry = TestRegistry::start();
+    let mut images = layered_images("gzip");
+    let (_dir, dir) = scratch();
+    let save = dir.join("app.tar");
+    docker_save(&[&images.app], &save);
+    let id = format!("pt-{}", unique());
+    let gzip = |role| {
+        let mut req = request(&registry, Source::Path(save.clone()), &id, role);
+        req.compression = Compression::Gzip;
+        req
+    };
+
+    let plain = registry::push(
+        &request(&registry, Source::Path(save.clone()), &id, Role::Lb),
+        |_| {},
+    )
+    .await
+    .expect("uncompressed push");
+    let first = registry::push(&gzip(Role::Controller), |_| {})
+        .await
+        .expect("gzip push");
+    assert_ne!(
+        first.digest, plain.digest,
+        "other layer blobs, other manifest"
+    );
+    assert!(
+        first.size < plain.size * 3 / 4,
+        "busybox compresses: {} vs {}",
+        first.size,
+        plain.size
+    );
+    // Three compressed layers uploaded; the config is the uncompressed push's,
+    // mounted from `<id>-lb`.
+    assert_eq!(
+        (first.blobs_uploaded, first.blobs_mounted),
+        (3, 1),
+        "{first:?}"
+    );
+    let repo = format!("{id}-controller");
+    assert_eq!(
+        registry_digest(&registry.addr, &repo, "1.0-1").as_deref(),
+        Some(first.digest.as_str())
+    );
+    let out = pull_and_run(&first.reference.to_string(), &mut images.guard);
+    assert_eq!(out.trim(), images.greeting);
+
+    // Re-push: the tag already holds this image, nothing is compressed or sent.
+    let started = Instant::now();
+    let again = registry::push(&gzip(Role::Controller), |_| {})
+        .await
+        .expect("gzip re-push");
+    eprintln!("gzip re-push took {:?}", started.elapsed());
+    assert_eq!(again.digest, first.digest);
+    assert_eq!(again.bytes_uploaded, 0);
+
+    // Another role: compressed once to learn the digests, then mounted.
+    let other = registry::push(&gzip(Role::Analytics), |_| {})
+        .await
+        .expect("gzip push, other role");
+    assert_eq!(other.digest, first.digest, "compression is deterministic");
+    assert_eq!(other.bytes_uploaded, 0, "{other:?}");
+    assert_eq!(other.blobs_mounted + other.blobs_skipped, 4, "{other:?}");
 }

@@ -45,6 +45,10 @@ async fn docker_engine_push_works_and_stream_errors_are_reported() {
         Some(report.digest.as_str())
     );
     assert!(report.blobs_uploaded >= 3, "{report:?}");
+    assert!(
+        report.size > 1_000_000,
+        "the image size from the engine: {report:?}"
+    );
     let reference = report.reference.to_string();
     images.guard.add(&reference);
     run(Command::new("docker").args(["pull", "-q", &reference]));

@@ -94,6 +94,7 @@ async fn faults_mid_upload_are_retried_then_reported() {
         let message = err.to_string();
         eprintln!("{message}");
         assert_eq!(err.reason(), "UploadBlob", "{message}");
+        assert!(!err.is_permanent());
         assert!(message.contains(words), "{message}");
         assert!(message.contains("after 4 attempts"), "{message}");
         assert!(proxy.injected() >= 4);

@@ -378,6 +378,23 @@ impl RegistryClient {
         }
     }
 
+    /// The manifest a tag points at, `None` when the tag does not exist.
+    pub async fn get_manifest(&self, repo: &str, tag: &str) -> Result<Option<Vec<u8>>, HttpError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
+        let r = self
+            .send(repo, |h| {
+                h.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match r.status() {
+            s if s.is_success() => Ok(Some(
+                r.bytes().await.map_err(HttpError::from_reqwest)?.to_vec(),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(HttpError::from_response(&format!("GET manifest {tag}"), r).await),
+        }
+    }
+
     /// `DELETE` of a manifest by digest.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<(), HttpError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));

@@ -6,8 +6,6 @@
 //! progress stream (`errorDetail`): every item is checked, and a stream that ends
 //! without the final digest line is a failure too.
 
-use std::collections::HashMap;
-
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
@@ -35,7 +33,9 @@ fn engine_err(operation: &'static str) -> impl Fn(bollard::errors::Error) -> Pus
 /// bundle of the request are not used (configure the engine's
 /// `insecure-registries` or `certs.d` instead); credentials are passed along.
 /// The loaded image stays in the engine; the registry tag added for the push is
-/// removed afterwards.
+/// removed afterwards. In the report, `size` is the engine's (uncompressed) image
+/// size and `bytes_uploaded` stays 0: the engine does not say how many bytes it
+/// sent; the blob counts come from its status lines.
 pub async fn push(
     req: &PushRequest,
     progress: impl Fn(Progress) + Send + Sync + 'static,
@@ -103,7 +103,12 @@ pub async fn push(
             serveraddress: Some(reference.registry.clone()),
             ..Default::default()
         });
-    let result = push_stream(&docker, &repo, &reference, credentials, progress).await;
+    let mut result = push_stream(&docker, &repo, &reference, credentials, progress).await;
+    if let Ok(report) = &mut result
+        && let Ok(inspect) = docker.inspect_image(&image).await
+    {
+        report.size = inspect.size.unwrap_or(0).max(0) as u64;
+    }
     // The registry tag was only a name for the push.
     let _ = docker
         .remove_image(
@@ -196,9 +201,6 @@ async fn push_stream(
         }),
         credentials,
     );
-    // Per-layer byte counts, keyed by the status line's layer (the stream carries
-    // no id field in bollard's model, so progress is per stream position).
-    let mut layers: HashMap<usize, (u64, u64)> = HashMap::new();
     let mut report = PushReport {
         reference: reference.clone(),
         digest: String::new(),
@@ -208,7 +210,6 @@ async fn push_stream(
         blobs_mounted: 0,
         blobs_skipped: 0,
     };
-    let mut index = 0usize;
     while let Some(item) = stream.next().await {
         let info = item.map_err(engine_err("push the image"))?;
         if let Some(detail) = info.error_detail {
@@ -217,17 +218,14 @@ async fn push_stream(
             ));
         }
         let status = info.status.unwrap_or_default();
+        // The engine reports bytes per layer, and bollard's item has no layer id
+        // to add them up: progress is that of the layer being pushed.
         if let Some(p) = info.progress_detail
             && let (Some(current), Some(total)) = (p.current, p.total)
         {
-            index += 1;
-            layers.insert(index % 64, (current.max(0) as u64, total.max(0) as u64));
-            let (done, all) = layers
-                .values()
-                .fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
             progress(Progress {
-                bytes_done: done,
-                bytes_total: all,
+                bytes_done: current.max(0) as u64,
+                bytes_total: total.max(0) as u64,
             });
         }
         match status.as_str() {
@@ -241,9 +239,6 @@ async fn push_stream(
             let mut parts = rest.split_whitespace();
             if let Some(d) = parts.next() {
                 report.digest = d.to_string();
-            }
-            if let (Some("size:"), Some(n)) = (parts.next(), parts.next()) {
-                report.size = n.parse().unwrap_or(0);
             }
         }
     }

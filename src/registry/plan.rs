@@ -24,7 +24,6 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Largest JSON document (config, manifest, index) accepted.
 const JSON_MAX: u64 = 16 << 20;
 
@@ -46,6 +45,9 @@ pub(crate) struct PlannedBlob {
     pub size: u64,
     /// Where to read it.
     pub data: BlobData,
+    /// Pushed gzip-compressed: `digest`/`size` are the compressed blob's, and
+    /// this is the digest the uncompressed content must have (the `diff_id`).
+    pub gzip_of: Option<String>,
 }
 
 /// Everything a push needs, in the order it is pushed: blobs, then the manifest.
@@ -59,6 +61,52 @@ pub(crate) struct PushPlan {
     pub manifest_media_type: String,
     /// `sha256:` of `manifest`.
     pub manifest_digest: String,
+    /// For a `docker save` image: what the manifest is built from, so it can be
+    /// rebuilt with compressed layers.
+    pub docker: Option<DockerImage>,
+}
+
+/// A `docker save` image's parts, in manifest order.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerImage {
+    /// Layers: `diff_id` and where the uncompressed tar is (duplicates kept).
+    pub layers: Vec<(String, EntryData)>,
+    /// Config digest.
+    pub config_digest: String,
+    /// Config size.
+    pub config_size: u64,
+}
+
+/// A layer descriptor of a manifest built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayerDescriptor {
+    /// Media type.
+    pub media_type: &'static str,
+    /// Digest of the pushed blob.
+    pub digest: String,
+    /// Size of the pushed blob.
+    pub size: u64,
+}
+
+/// Uncompressed OCI layer.
+pub(crate) const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Gzip-compressed OCI layer.
+pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// The OCI manifest of a `docker save` image with these layer blobs.
+pub(crate) fn docker_manifest(image: &DockerImage, layers: &[LayerDescriptor]) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
+        .collect();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": image.config_digest, "size": image.config_size},
+        "layers": layers,
+    });
+    // Serialising a json! value cannot fail.
+    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 /// Why no plan can be made.
@@ -161,6 +209,7 @@ fn plan_docker(tarball: &Tarball, select: Option<&str>) -> Result<PushPlan, Plan
         )));
     }
     let mut blobs: Vec<PlannedBlob> = Vec::new();
+    let mut layers = Vec::new();
     let mut descriptors = Vec::new();
     for (layer, digest) in entry.layers.iter().zip(&diff_ids) {
         if !valid_digest(digest) {
@@ -174,33 +223,39 @@ fn plan_docker(tarball: &Tarball, select: Option<&str>) -> Result<PushPlan, Plan
                 "layer {layer} listed in manifest.json is not in the tarball"
             ))
         })?;
-        descriptors.push(json!({"mediaType": OCI_LAYER_TAR, "digest": digest, "size": data.size}));
+        layers.push((digest.clone(), data));
+        descriptors.push(LayerDescriptor {
+            media_type: OCI_LAYER_TAR,
+            digest: digest.clone(),
+            size: data.size,
+        });
         if !blobs.iter().any(|b| &b.digest == digest) {
             blobs.push(PlannedBlob {
                 digest: digest.clone(),
                 size: data.size,
                 data: BlobData::Entry(data),
+                gzip_of: None,
             });
         }
     }
-    let config_digest = sha256_digest(&config);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
-        "layers": descriptors,
-    });
+    let image = DockerImage {
+        layers,
+        config_digest: sha256_digest(&config),
+        config_size: config.len() as u64,
+    };
+    let manifest = docker_manifest(&image, &descriptors);
     blobs.push(PlannedBlob {
-        digest: config_digest,
-        size: config.len() as u64,
+        digest: image.config_digest.clone(),
+        size: image.config_size,
         data: BlobData::Bytes(Arc::new(config)),
+        gzip_of: None,
     });
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| PlanError::Invalid(e.to_string()))?;
     Ok(PushPlan {
         blobs,
         manifest_digest: sha256_digest(&manifest),
         manifest,
         manifest_media_type: OCI_MANIFEST.into(),
+        docker: Some(image),
     })
 }
 
@@ -379,6 +434,7 @@ fn plan_oci(tarball: &Tarball, select: Option<&str>) -> Result<PushPlan, PlanErr
                 digest: d.digest.clone(),
                 size: d.size,
                 data: BlobData::Entry(data),
+                gzip_of: None,
             });
         }
     }
@@ -387,5 +443,6 @@ fn plan_oci(tarball: &Tarball, select: Option<&str>) -> Result<PushPlan, PlanErr
         manifest_digest: sha256_digest(&manifest_bytes),
         manifest: manifest_bytes,
         manifest_media_type: media_type,
+        docker: None,
     })
 }

@@ -7,10 +7,12 @@
 //! 1. [`Tarball::index`] reads the archive once, keeping only entry headers (name,
 //!    data offset, size, link target) and the content of small files (JSON index
 //!    files, configs, OCI manifests), within a fixed memory budget. A plain file is
-//!    indexed with seeks (layer data is never read); gzip and URLs are read through.
+//!    indexed with seeks, a plain URL whose server honours `Range` with small
+//!    bounded range requests from header to header (layer data is never read);
+//!    gzip, and URLs without ranges, are read through once.
 //! 2. [`Tarball::open_at`] streams one entry's data. A plain file seeks (so layers
-//!    can be read in parallel); a plain URL uses a `Range` request when the server
-//!    supports ranges. Otherwise (gzip, or a URL without ranges) there is no random
+//!    can be read in parallel); a plain URL asks for exactly the entry's range
+//!    when the server supports ranges. Otherwise (gzip, or a URL without ranges) there is no random
 //!    access: the reader is a shared sequential cursor, the caller reads entries in
 //!    tar order, and a request for an earlier offset (a retry) starts a new pass.
 //!    Nothing is spooled to disk: a second pass costs time, a spool would cost the
@@ -91,11 +93,17 @@ impl Tarball {
     /// Reads the archive's headers and small files (blocking: call from a blocking
     /// thread).
     pub fn index(origin: Origin) -> Result<Tarball, TarballError> {
-        let (mut raw, ranges, total_len) = open_raw(&origin, 0)?;
+        // For a URL, a small range first: a 206 says ranges work (and gives the
+        // length) without the server pushing the whole image at us.
+        let (mut raw, ranges, total_len) = open_raw(&origin, 0, Some(FIRST_WINDOW))?;
         let gzip = {
             let buf = raw.fill_buf()?;
             buf.len() >= 2 && buf[0] == 0x1f && buf[1] == 0x8b
         };
+        if gzip && ranges && !matches!(origin, Origin::File(_)) {
+            // Decompression needs the whole stream.
+            raw = open_raw(&origin, 0, None)?.0;
+        }
         let random_access = !gzip && (matches!(origin, Origin::File(_)) || ranges);
         let mut scan = Scan::default();
         match (&origin, gzip) {
@@ -103,6 +111,23 @@ impl Tarball {
                 drop(raw);
                 let file = File::open(path)?;
                 let mut archive = tar::Archive::new(file);
+                scan.run(archive.entries_with_seek()?)?;
+            }
+            (Origin::Url { .. }, false) if ranges => {
+                // Hop from header to header with range requests: layer data is
+                // never downloaded by this pass.
+                let len = total_len.ok_or_else(|| {
+                    TarballError::Invalid("the server gave no length for its range".into())
+                })?;
+                let reader = RangedReader {
+                    origin: origin.clone(),
+                    pos: 0,
+                    len,
+                    current: Some(raw),
+                    current_end: FIRST_WINDOW.min(len),
+                    window: FIRST_WINDOW,
+                };
+                let mut archive = tar::Archive::new(reader);
                 scan.run(archive.entries_with_seek()?)?;
             }
             (_, true) => {
@@ -186,7 +211,8 @@ impl Tarball {
     /// cost of each kind of source.
     pub fn open_at(&self, entry: EntryData) -> Result<Box<dyn Read + Send>, TarballError> {
         if self.random_access {
-            let (raw, _, _) = open_raw(&self.origin, entry.offset)?;
+            let end = entry.offset + entry.size;
+            let (raw, _, _) = open_raw(&self.origin, entry.offset, Some(end))?;
             return Ok(Box::new(raw.take(entry.size)));
         }
         let reusable = {
@@ -199,7 +225,7 @@ impl Tarball {
         let (pos, mut reader) = match reusable {
             Some(r) => r,
             None => {
-                let (raw, _, _) = open_raw(&self.origin, 0)?;
+                let (raw, _, _) = open_raw(&self.origin, 0, None)?;
                 let decoded: Box<dyn Read + Send> = if self.gzip {
                     Box::new(MultiGzDecoder::new(raw))
                 } else {
@@ -265,8 +291,9 @@ impl Drop for CursorReader {
 /// ranges, and its length when known.
 type RawOpen = (Box<dyn BufRead + Send>, bool, Option<u64>);
 
-/// Opens the raw bytes from `offset`.
-fn open_raw(origin: &Origin, offset: u64) -> Result<RawOpen, TarballError> {
+/// Opens the raw bytes from `offset` (to `end`, exclusive, when given: for a URL
+/// that bounds the range requested; a file reader is bounded by the caller).
+fn open_raw(origin: &Origin, offset: u64, end: Option<u64>) -> Result<RawOpen, TarballError> {
     match origin {
         Origin::File(path) => {
             let mut file = File::open(path)?;
@@ -286,31 +313,33 @@ fn open_raw(origin: &Origin, offset: u64) -> Result<RawOpen, TarballError> {
             handle,
         } => {
             let mut request = client.get(url);
-            if offset > 0 {
-                request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            if offset > 0 || end.is_some() {
+                let range = match end {
+                    Some(e) => format!("bytes={offset}-{}", e.saturating_sub(1).max(offset)),
+                    None => format!("bytes={offset}-"),
+                };
+                request = request.header(reqwest::header::RANGE, range);
             }
             let response = handle
                 .block_on(request.send())
                 .map_err(|e| io::Error::other(format!("GET {url}: {e}")))?;
             let status = response.status();
-            let expected = if offset > 0 {
-                reqwest::StatusCode::PARTIAL_CONTENT
-            } else {
-                reqwest::StatusCode::OK
-            };
-            if status != expected {
+            let ranged = status == reqwest::StatusCode::PARTIAL_CONTENT;
+            if !(ranged || (status == reqwest::StatusCode::OK && offset == 0)) {
                 return Err(TarballError::Io(io::Error::other(format!(
                     "GET {url}: HTTP {status}"
                 ))));
             }
-            let ranges = response
-                .headers()
-                .get(reqwest::header::ACCEPT_RANGES)
-                .is_some_and(|v| v.as_bytes() == b"bytes");
-            let len = if offset == 0 {
-                response.content_length()
+            let len = if ranged {
+                // Content-Range: bytes START-END/TOTAL
+                response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit_once('/'))
+                    .and_then(|(_, total)| total.parse().ok())
             } else {
-                None
+                response.content_length()
             };
             let stream = response.bytes_stream().map_err(io::Error::other);
             let reader = tokio_util::io::SyncIoBridge::new_with_handle(
@@ -318,11 +347,91 @@ fn open_raw(origin: &Origin, offset: u64) -> Result<RawOpen, TarballError> {
                 handle.clone(),
             );
             Ok((
-                Box::new(BufReader::with_capacity(256 << 10, reader)),
-                ranges,
+                Box::new(BufReader::with_capacity(64 << 10, reader)),
+                ranged,
                 len,
             ))
         }
+    }
+}
+
+/// First range asked of a URL (the probe) and of each jump while indexing.
+const FIRST_WINDOW: u64 = 8 << 10;
+/// Largest range asked while reading on without a jump.
+const MAX_WINDOW: u64 = 1 << 20;
+
+/// A URL read as a seekable file with bounded range requests: a window of a
+/// few KiB after each jump (enough for a tar header and a small JSON file),
+/// doubling while reading on, so skipping a layer never downloads it.
+struct RangedReader {
+    origin: Origin,
+    pos: u64,
+    len: u64,
+    current: Option<Box<dyn BufRead + Send>>,
+    /// End (exclusive) of the range `current` reads.
+    current_end: u64,
+    window: u64,
+}
+
+impl Read for RangedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos >= self.len || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.current.is_none() {
+                let end = (self.pos + self.window).min(self.len);
+                let (raw, _, _) =
+                    open_raw(&self.origin, self.pos, Some(end)).map_err(|e| match e {
+                        TarballError::Io(e) => e,
+                        TarballError::Invalid(m) => io::Error::other(m),
+                    })?;
+                self.current = Some(raw);
+                self.current_end = end;
+            }
+            let n = match &mut self.current {
+                Some(r) => r.read(buf)?,
+                None => 0,
+            };
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.pos < self.current_end {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server ended a range early",
+                ));
+            }
+            // This window is done: read on with a bigger one.
+            self.current = None;
+            self.window = (self.window * 2).min(MAX_WINDOW);
+        }
+    }
+}
+
+impl Seek for RangedReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::other("seek out of range"))?;
+        if target >= self.pos && target < self.current_end && self.current.is_some() {
+            // Within the range being read: read through.
+            let want = target - self.pos;
+            if let Some(r) = &mut self.current {
+                let skipped = io::copy(&mut r.take(want), &mut io::sink())?;
+                self.pos += skipped;
+            }
+        }
+        if target != self.pos {
+            self.current = None;
+            self.pos = target;
+            self.window = FIRST_WINDOW;
+        }
+        Ok(self.pos)
     }
 }
 

@@ -205,6 +205,8 @@ pub struct FileServer {
     pub url: String,
     /// How many requests were served.
     pub requests: Arc<Mutex<usize>>,
+    /// How many body bytes were sent.
+    pub bytes_served: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     addr: String,
 }
@@ -216,8 +218,9 @@ impl FileServer {
         let addr = listener.local_addr().expect("addr").to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(0));
+        let bytes_served = Arc::new(std::sync::atomic::AtomicU64::new(0));
         {
-            let (stop, requests) = (stop.clone(), requests.clone());
+            let (stop, requests, served) = (stop.clone(), requests.clone(), bytes_served.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -225,72 +228,83 @@ impl FileServer {
                     }
                     let Ok(conn) = conn else { continue };
                     *requests.lock().expect("count") += 1;
-                    let path = path.clone();
-                    std::thread::spawn(move || serve_file(conn, &path, ranges));
+                    let (path, served) = (path.clone(), served.clone());
+                    std::thread::spawn(move || {
+                        let n = serve_file(conn, &path, ranges);
+                        served.fetch_add(n, Ordering::SeqCst);
+                    });
                 }
             });
         }
         FileServer {
             url: format!("http://{addr}/image.tar"),
             requests,
+            bytes_served,
             stop,
             addr,
         }
     }
 }
 
-fn serve_file(conn: TcpStream, path: &PathBuf, ranges: bool) {
+/// Serves one request; returns the body bytes sent.
+fn serve_file(conn: TcpStream, path: &PathBuf, ranges: bool) -> u64 {
     let Ok(read_side) = conn.try_clone() else {
-        return;
+        return 0;
     };
     let mut reader = BufReader::new(read_side);
     let Some(head) = read_head(&mut reader) else {
-        return;
+        return 0;
     };
     let mut conn = conn;
     let Ok(mut file) = std::fs::File::open(path) else {
-        return;
+        return 0;
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let range_start = head.raw_headers.iter().find_map(|h| {
+    // `Range: bytes=START-` or `bytes=START-END` (inclusive).
+    let range = head.raw_headers.iter().find_map(|h| {
         let (k, v) = h.split_once(':')?;
         if !k.eq_ignore_ascii_case("range") {
             return None;
         }
-        v.trim()
-            .strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse::<u64>()
-            .ok()
+        let (start, end) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+        let start: u64 = start.parse().ok()?;
+        let last = len.checked_sub(1)?;
+        let end: u64 = if end.is_empty() {
+            last
+        } else {
+            end.parse::<u64>().ok()?.min(last)
+        };
+        (start <= end).then_some((start, end))
     });
     let accept = if ranges {
         "Accept-Ranges: bytes\r\n"
     } else {
         ""
     };
-    let start = match (ranges, range_start) {
-        (true, Some(s)) => {
+    let (start, count) = match (ranges, range) {
+        (true, Some((s, e))) => {
             let _ = write!(
                 conn,
-                "HTTP/1.1 206 Partial Content\r\n{accept}Content-Range: bytes {s}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                len - 1,
-                len - s
+                "HTTP/1.1 206 Partial Content\r\n{accept}Content-Range: bytes {s}-{e}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                e - s + 1
             );
-            s
+            (s, e - s + 1)
         }
         _ => {
             let _ = write!(
                 conn,
                 "HTTP/1.1 200 OK\r\n{accept}Content-Length: {len}\r\nConnection: close\r\n\r\n"
             );
-            0
+            (0, len)
         }
     };
     use std::io::Seek;
+    let mut sent = 0;
     if file.seek(std::io::SeekFrom::Start(start)).is_ok() {
-        let _ = std::io::copy(&mut file, &mut conn);
+        sent = std::io::copy(&mut (&mut file).take(count), &mut conn).unwrap_or(0);
     }
     let _ = conn.shutdown(Shutdown::Both);
+    sent
 }
 
 impl Drop for FileServer {

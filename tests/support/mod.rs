@@ -10,6 +10,7 @@ pub mod lab;
 pub mod registry;
 pub mod secure_registry;
 pub mod sshd;
+pub mod token_auth;
 
 use std::net::TcpListener;
 use std::path::Path;
