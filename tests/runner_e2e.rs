@@ -573,8 +573,24 @@ async fn one_run_per_host_at_a_time_while_hosts_overlap() {
     assert_eq!(never.state, RunState::Cancelled);
     assert!(never.started.is_none(), "{never:?}");
 
-    assert_no_key_material(&a.private_key(), &[data.path()], &seen);
-    assert_no_key_material(&b.private_key(), &[data.path()], &seen);
+    // The global limit: with --max-concurrent 1, runs for different hosts
+    // do not overlap either.
+    let data1 = tempfile::tempdir().expect("data dir");
+    let single = RunnerProcess::start(data1.path(), 1).await;
+    let client1 = single.client();
+    let ca = request(Playbook::Check, target(&a), ha.vars(vec![role("one")]));
+    let cb = request(Playbook::Check, target(&b), hb.vars(vec![role("one")]));
+    let (rca, rcb) = tokio::join!(client1.run(&ca), client1.run(&cb));
+    let sca = finish(&client1, &rca.expect("ca").id, &mut seen).await;
+    let scb = finish(&client1, &rcb.expect("cb").id, &mut seen).await;
+    let ((cas, cae), (cbs, cbe)) = (span(&sca), span(&scb));
+    assert!(
+        cae <= cbs || cbe <= cas,
+        "runs overlapped beyond --max-concurrent 1: {sca:?} {scb:?}"
+    );
+
+    assert_no_key_material(&a.private_key(), &[data.path(), data1.path()], &seen);
+    assert_no_key_material(&b.private_key(), &[data.path(), data1.path()], &seen);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,6 +639,15 @@ async fn failures_name_their_cause_and_change_nothing() {
     vars.config_dir = blocker.path().display().to_string();
     let failing_task = request(Playbook::Provision, target(&sshd), vars);
 
+    // A run that outlives its timeout (on its own host dirs: it may have
+    // started changing things when it is killed).
+    let slow_host = Host::new(&mut fx, &["one"]);
+    let mut too_slow = request(
+        Playbook::Provision,
+        target(&sshd),
+        slow_host.vars(vec![role.clone()]),
+    );
+    too_slow.timeout_seconds = Some(1);
     let (mut s1, mut s2, mut s3, mut s4) = (
         Seen::default(),
         Seen::default(),
@@ -638,6 +663,15 @@ async fn failures_name_their_cause_and_change_nothing() {
     for s in [s1, s2, s3, s4] {
         seen.0.extend(s.0);
     }
+    let r5 = run_to_end(&client, &too_slow, &mut seen).await;
+    assert_eq!(r5.state, RunState::Failed, "{r5:?}");
+    assert!(
+        r5.message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("timed out after 1s"),
+        "{r5:?}"
+    );
     for s in [&r1, &r2, &r3, &r4] {
         seen.status(s);
         assert_eq!(s.state, RunState::Failed, "{s:?}");
@@ -756,15 +790,35 @@ async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
     // Cancelling a running run kills it.
     let check = request(Playbook::Check, target(&sshd), vars.clone());
     let c = client.run(&check).await.expect("accepted");
+    let record_path = data.path().join("runs").join(format!("{}.json", c.id));
+    let mut cancel_work_dir = None;
     for _ in 0..600 {
-        if client.status(&c.id).await.expect("status").state == RunState::Running {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+        if let Some(dir) = record["work_dir"].as_str() {
+            cancel_work_dir = Some(PathBuf::from(dir));
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cancel_work_dir = cancel_work_dir.expect("the run never started");
+    assert!(
+        cancel_work_dir.join("id").exists(),
+        "no key file while running"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(cancel_work_dir.join("id"))
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
     client.cancel(&c.id).await.expect("cancel");
     let cancelled = finish(&client, &c.id, &mut seen).await;
     assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    assert!(
+        !cancel_work_dir.exists(),
+        "the cancelled run's work directory (with its key) remains"
+    );
 
     let gone = run_to_end(
         &client,
