@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -21,6 +22,9 @@ SUFFIX = uuid.uuid4().hex[:8]
 WORK = tempfile.mkdtemp(prefix="smbench-")
 procs = []
 containers = []
+# Clean up (finally: below) also when stopped by a signal.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port():
@@ -147,14 +151,16 @@ def direct(t, v):
         "ANSIBLE_SSH_CONTROL_PATH_DIR": f"{d}/cp", "ANSIBLE_LOCAL_TEMP": f"{d}/tmp",
         "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_SSH_RETRIES": "0", "ANSIBLE_GATHERING": "explicit", "PYTHONUNBUFFERED": "1"})
-    t0 = time.monotonic()
-    r = subprocess.run(["ansible-playbook", "-i", f"{d}/inventory.json", "-e", f"@{d}/vars.json",
-                        f"{PLAYBOOKS}/provision.yml"], cwd=d, env=env,
-                       stdout=subprocess.PIPE, start_new_session=True)
-    took = time.monotonic() - t0
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run(["ansible-playbook", "-i", f"{d}/inventory.json", "-e",
+                            f"@{d}/vars.json", f"{PLAYBOOKS}/provision.yml"], cwd=d, env=env,
+                           stdout=subprocess.PIPE, start_new_session=True)
+        took = time.monotonic() - t0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     if r.returncode != 0:
         raise SystemExit(f"direct ansible-playbook failed: {r.stdout.decode()[-3000:]}")
-    shutil.rmtree(d)
     return took
 
 
