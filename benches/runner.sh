@@ -10,11 +10,11 @@
 #     one after another.
 #
 # Real components only: sshd, docker-registry, the Docker engine, ansible.
-# Usage: benches/runner.sh [ROUNDS]   (default 5)
+# Usage: benches/runner.sh [ROUNDS] [all|overhead]   (default: 5 all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in ansible-playbook docker docker-registry /usr/sbin/sshd ssh-keygen busybox; do
   command -v "$tool" >/dev/null || { echo "FATAL: $tool not found (scripts/test.sh installs it)" >&2; exit 1; }
 done
 cargo build --quiet --bin server-manager
-exec python3 benches/runner_bench.py "$PWD" "${1:-5}"
+exec python3 benches/runner_bench.py "$PWD" "${1:-5}" "${2:-all}"

@@ -1,6 +1,6 @@
 //! The runner's core, independent of HTTP: accepts runs, queues them so that a
 //! target (host, port) runs one playbook at a time within a global limit,
-//! executes them ([`super::exec`]), and keeps their records ([`super::store`]).
+//! executes them (`exec`), and keeps their records (`store`).
 //!
 //! Scheduling is one FIFO queue scanned on every change: the first queued run
 //! whose target is idle starts while a slot is free, so a busy host never
