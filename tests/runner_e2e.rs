@@ -271,10 +271,16 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// No line of the private key, nor its armour, in any file under `dirs` nor
 /// in any response seen.
 fn assert_no_key_material(key: &str, dirs: &[&Path], seen: &Seen) {
-    let body: Vec<&str> = key
+    assert_no_secrets(key, &[], dirs, seen);
+}
+
+/// [`assert_no_key_material`], and none of `others` either.
+fn assert_no_secrets(key: &str, others: &[&str], dirs: &[&Path], seen: &Seen) {
+    let mut body: Vec<&str> = key
         .lines()
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
         .collect();
+    body.extend_from_slice(others);
     assert!(!body.is_empty(), "the test key has no body lines");
     let mut files = Vec::new();
     for d in dirs {
@@ -294,7 +300,7 @@ fn assert_no_key_material(key: &str, dirs: &[&Path], seen: &Seen) {
     for (name, text) in &texts {
         assert!(!text.contains("PRIVATE KEY"), "key armour found in {name}");
         for line in &body {
-            assert!(!text.contains(line), "private key material found in {name}");
+            assert!(!text.contains(line), "secret material found in {name}");
         }
     }
 }
@@ -828,4 +834,131 @@ async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
     .await;
     assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
     assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
+
+/// A second registry process serving the fixture registry's storage, with
+/// htpasswd authentication; stopped (and the engine logged out) on drop.
+struct AuthRegistry {
+    addr: String,
+    child: Child,
+}
+
+impl AuthRegistry {
+    fn start(storage: &Path, user: &str, password: &str) -> AuthRegistry {
+        let dir = storage.parent().expect("registry dir");
+        let hash = run(Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(
+                "import crypt, sys, warnings; warnings.simplefilter('ignore'); \
+             print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            )
+            .arg(password));
+        std::fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim()))
+            .expect("htpasswd");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             auth:\n  htpasswd:\n    realm: sm-test\n    path: {}/htpasswd\nhttp:\n  addr: {addr}\n",
+            storage.display(),
+            dir.display()
+        );
+        std::fs::write(dir.join("auth-config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("auth-config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = AuthRegistry { addr, child };
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the authenticating registry did not start on {}",
+            registry.addr
+        );
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["logout", &self.addr]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_log_in_and_never_leak() {
+    let mut fx = Fixture::new();
+    let password = format!("pw-{}-{{{{ lookup('pipe','id') }}}}", suffix());
+    let auth = AuthRegistry::start(&fx.registry.dir.path().join("data"), "smuser", &password);
+    let image = fx.image.replacen(&fx.registry.addr, &auth.addr, 1);
+    fx.cleanup.images.push(image.clone());
+    let sshd = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let mut seen = Seen::default();
+    let host = Host::new(&mut fx, &["one"]);
+    let mut vars = host.vars(vec![RoleSpec {
+        name: "one".into(),
+        config: "[GLOBAL]\n".into(),
+        image: image.clone(),
+    }]);
+
+    // A wrong password: the login fails and says so; nothing is written.
+    vars.registry = Some(server_manager::runner::api::RegistryAuth {
+        address: auth.addr.clone(),
+        insecure: true,
+        username: Some("smuser".into()),
+        password: Some(Secret::new(format!("{password}-wrong"))),
+    });
+    let refused = run_to_end(
+        &client,
+        &request(Playbook::Provision, target(&sshd), vars.clone()),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(refused.state, RunState::Failed, "{refused:?}");
+    assert_eq!(
+        refused.failed_task.as_deref(),
+        Some("Log in to the registry")
+    );
+    let msg = refused.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("401") || msg.contains("nauthorized"),
+        "{refused:?}"
+    );
+    assert!(!host.config_path("one").exists());
+
+    // The right one: pulled through the authenticating registry; idempotent.
+    if let Some(r) = vars.registry.as_mut() {
+        r.password = Some(Secret::new(password.clone()));
+    }
+    let provision = request(Playbook::Provision, target(&sshd), vars.clone());
+    let ok = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(ok.state, RunState::Succeeded, "{ok:?}");
+    let c = docker_inspect(&format!("{}one", host.prefix));
+    assert_eq!(c["Config"]["Image"], image);
+    let again = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(again.changed, 0, "{again:?}");
+    let gone = run_to_end(
+        &client,
+        &request(Playbook::Deprovision, target(&sshd), vars),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
+    assert_no_secrets(
+        &sshd.private_key(),
+        &[password.as_str()],
+        &[data.path()],
+        &seen,
+    );
 }
