@@ -669,6 +669,29 @@ async fn failures_name_their_cause_and_change_nothing() {
     for s in [s1, s2, s3, s4] {
         seen.0.extend(s.0);
     }
+    // An unknown host key: known_hosts only knows this key for another port.
+    let mut t = target(&sshd);
+    t.known_hosts = sshd.known_hosts().replacen(
+        &format!("]:{} ", sshd.port),
+        &format!("]:{} ", sshd.port.wrapping_add(1)),
+        1,
+    );
+    let unknown = run_to_end(
+        &client,
+        &request(Playbook::Provision, t, host.vars(vec![role.clone()])),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(unknown.state, RunState::Failed, "{unknown:?}");
+    assert!(
+        unknown
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("host key verification failed"),
+        "{unknown:?}"
+    );
+    unchanged(&host);
     let r5 = run_to_end(&client, &too_slow, &mut seen).await;
     assert_eq!(r5.state, RunState::Failed, "{r5:?}");
     assert!(
