@@ -271,10 +271,16 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// No line of the private key, nor its armour, in any file under `dirs` nor
 /// in any response seen.
 fn assert_no_key_material(key: &str, dirs: &[&Path], seen: &Seen) {
-    let body: Vec<&str> = key
+    assert_no_secrets(key, &[], dirs, seen);
+}
+
+/// [`assert_no_key_material`], and none of `others` either.
+fn assert_no_secrets(key: &str, others: &[&str], dirs: &[&Path], seen: &Seen) {
+    let mut body: Vec<&str> = key
         .lines()
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
         .collect();
+    body.extend_from_slice(others);
     assert!(!body.is_empty(), "the test key has no body lines");
     let mut files = Vec::new();
     for d in dirs {
@@ -294,7 +300,7 @@ fn assert_no_key_material(key: &str, dirs: &[&Path], seen: &Seen) {
     for (name, text) in &texts {
         assert!(!text.contains("PRIVATE KEY"), "key armour found in {name}");
         for line in &body {
-            assert!(!text.contains(line), "private key material found in {name}");
+            assert!(!text.contains(line), "secret material found in {name}");
         }
     }
 }
@@ -573,8 +579,24 @@ async fn one_run_per_host_at_a_time_while_hosts_overlap() {
     assert_eq!(never.state, RunState::Cancelled);
     assert!(never.started.is_none(), "{never:?}");
 
-    assert_no_key_material(&a.private_key(), &[data.path()], &seen);
-    assert_no_key_material(&b.private_key(), &[data.path()], &seen);
+    // The global limit: with --max-concurrent 1, runs for different hosts
+    // do not overlap either.
+    let data1 = tempfile::tempdir().expect("data dir");
+    let single = RunnerProcess::start(data1.path(), 1).await;
+    let client1 = single.client();
+    let ca = request(Playbook::Check, target(&a), ha.vars(vec![role("one")]));
+    let cb = request(Playbook::Check, target(&b), hb.vars(vec![role("one")]));
+    let (rca, rcb) = tokio::join!(client1.run(&ca), client1.run(&cb));
+    let sca = finish(&client1, &rca.expect("ca").id, &mut seen).await;
+    let scb = finish(&client1, &rcb.expect("cb").id, &mut seen).await;
+    let ((cas, cae), (cbs, cbe)) = (span(&sca), span(&scb));
+    assert!(
+        cae <= cbs || cbe <= cas,
+        "runs overlapped beyond --max-concurrent 1: {sca:?} {scb:?}"
+    );
+
+    assert_no_key_material(&a.private_key(), &[data.path(), data1.path()], &seen);
+    assert_no_key_material(&b.private_key(), &[data.path(), data1.path()], &seen);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,6 +645,15 @@ async fn failures_name_their_cause_and_change_nothing() {
     vars.config_dir = blocker.path().display().to_string();
     let failing_task = request(Playbook::Provision, target(&sshd), vars);
 
+    // A run that outlives its timeout (on its own host dirs: it may have
+    // started changing things when it is killed).
+    let slow_host = Host::new(&mut fx, &["one"]);
+    let mut too_slow = request(
+        Playbook::Provision,
+        target(&sshd),
+        slow_host.vars(vec![role.clone()]),
+    );
+    too_slow.timeout_seconds = Some(1);
     let (mut s1, mut s2, mut s3, mut s4) = (
         Seen::default(),
         Seen::default(),
@@ -638,6 +669,38 @@ async fn failures_name_their_cause_and_change_nothing() {
     for s in [s1, s2, s3, s4] {
         seen.0.extend(s.0);
     }
+    // An unknown host key: known_hosts only knows this key for another port.
+    let mut t = target(&sshd);
+    t.known_hosts = sshd.known_hosts().replacen(
+        &format!("]:{} ", sshd.port),
+        &format!("]:{} ", sshd.port.wrapping_add(1)),
+        1,
+    );
+    let unknown = run_to_end(
+        &client,
+        &request(Playbook::Provision, t, host.vars(vec![role.clone()])),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(unknown.state, RunState::Failed, "{unknown:?}");
+    assert!(
+        unknown
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("host key verification failed"),
+        "{unknown:?}"
+    );
+    unchanged(&host);
+    let r5 = run_to_end(&client, &too_slow, &mut seen).await;
+    assert_eq!(r5.state, RunState::Failed, "{r5:?}");
+    assert!(
+        r5.message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("timed out after 1s"),
+        "{r5:?}"
+    );
     for s in [&r1, &r2, &r3, &r4] {
         seen.status(s);
         assert_eq!(s.state, RunState::Failed, "{s:?}");
@@ -756,15 +819,35 @@ async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
     // Cancelling a running run kills it.
     let check = request(Playbook::Check, target(&sshd), vars.clone());
     let c = client.run(&check).await.expect("accepted");
+    let record_path = data.path().join("runs").join(format!("{}.json", c.id));
+    let mut cancel_work_dir = None;
     for _ in 0..600 {
-        if client.status(&c.id).await.expect("status").state == RunState::Running {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+        if let Some(dir) = record["work_dir"].as_str() {
+            cancel_work_dir = Some(PathBuf::from(dir));
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cancel_work_dir = cancel_work_dir.expect("the run never started");
+    assert!(
+        cancel_work_dir.join("id").exists(),
+        "no key file while running"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(cancel_work_dir.join("id"))
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
     client.cancel(&c.id).await.expect("cancel");
     let cancelled = finish(&client, &c.id, &mut seen).await;
     assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    assert!(
+        !cancel_work_dir.exists(),
+        "the cancelled run's work directory (with its key) remains"
+    );
 
     let gone = run_to_end(
         &client,
@@ -774,4 +857,131 @@ async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
     .await;
     assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
     assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
+
+/// A second registry process serving the fixture registry's storage, with
+/// htpasswd authentication; stopped (and the engine logged out) on drop.
+struct AuthRegistry {
+    addr: String,
+    child: Child,
+}
+
+impl AuthRegistry {
+    fn start(storage: &Path, user: &str, password: &str) -> AuthRegistry {
+        let dir = storage.parent().expect("registry dir");
+        let hash = run(Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(
+                "import crypt, sys, warnings; warnings.simplefilter('ignore'); \
+             print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            )
+            .arg(password));
+        std::fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim()))
+            .expect("htpasswd");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             auth:\n  htpasswd:\n    realm: sm-test\n    path: {}/htpasswd\nhttp:\n  addr: {addr}\n",
+            storage.display(),
+            dir.display()
+        );
+        std::fs::write(dir.join("auth-config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("auth-config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = AuthRegistry { addr, child };
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the authenticating registry did not start on {}",
+            registry.addr
+        );
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["logout", &self.addr]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_log_in_and_never_leak() {
+    let mut fx = Fixture::new();
+    let password = format!("pw-{}-{{{{ lookup('pipe','id') }}}}", suffix());
+    let auth = AuthRegistry::start(&fx.registry.dir.path().join("data"), "smuser", &password);
+    let image = fx.image.replacen(&fx.registry.addr, &auth.addr, 1);
+    fx.cleanup.images.push(image.clone());
+    let sshd = TestSshd::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let runner = RunnerProcess::start(data.path(), 4).await;
+    let client = runner.client();
+    let mut seen = Seen::default();
+    let host = Host::new(&mut fx, &["one"]);
+    let mut vars = host.vars(vec![RoleSpec {
+        name: "one".into(),
+        config: "[GLOBAL]\n".into(),
+        image: image.clone(),
+    }]);
+
+    // A wrong password: the login fails and says so; nothing is written.
+    vars.registry = Some(server_manager::runner::api::RegistryAuth {
+        address: auth.addr.clone(),
+        insecure: true,
+        username: Some("smuser".into()),
+        password: Some(Secret::new(format!("{password}-wrong"))),
+    });
+    let refused = run_to_end(
+        &client,
+        &request(Playbook::Provision, target(&sshd), vars.clone()),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(refused.state, RunState::Failed, "{refused:?}");
+    assert_eq!(
+        refused.failed_task.as_deref(),
+        Some("Log in to the registry")
+    );
+    let msg = refused.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("401") || msg.contains("nauthorized"),
+        "{refused:?}"
+    );
+    assert!(!host.config_path("one").exists());
+
+    // The right one: pulled through the authenticating registry; idempotent.
+    if let Some(r) = vars.registry.as_mut() {
+        r.password = Some(Secret::new(password.clone()));
+    }
+    let provision = request(Playbook::Provision, target(&sshd), vars.clone());
+    let ok = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(ok.state, RunState::Succeeded, "{ok:?}");
+    let c = docker_inspect(&format!("{}one", host.prefix));
+    assert_eq!(c["Config"]["Image"], image);
+    let again = run_to_end(&client, &provision, &mut seen).await;
+    assert_eq!(again.changed, 0, "{again:?}");
+    let gone = run_to_end(
+        &client,
+        &request(Playbook::Deprovision, target(&sshd), vars),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
+    assert_no_secrets(
+        &sshd.private_key(),
+        &[password.as_str()],
+        &[data.path()],
+        &seen,
+    );
 }

@@ -365,10 +365,14 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationErr
     }
 }
 
-/// Checks an absolute host path: no `..`, no control characters.
+/// Checks an absolute host path: no `..`, no control characters, and no `:`
+/// or `,` (they would split a Docker bind-mount specification).
 pub fn validate_path(field: &str, path: &str) -> Result<(), ValidationError> {
     if !path.starts_with('/') {
         return Err(invalid(field, "must be an absolute path"));
+    }
+    if path.contains([':', ',']) {
+        return Err(invalid(field, "must not contain `:` or `,`"));
     }
     if path.chars().any(|c| c.is_control()) {
         return Err(invalid(field, "must not contain control characters"));
@@ -599,6 +603,9 @@ mod tests {
         let mut r = request();
         r.vars.config_dir = "/etc/../root".into();
         assert!(r.validate().is_err());
+        let mut r = request();
+        r.vars.log_dir = "/x:/etc:rw".into();
+        assert_eq!(r.validate().unwrap_err().field, "vars.log_dir");
         let mut r = request();
         r.target.known_hosts = " ".into();
         assert!(r.validate().is_err());

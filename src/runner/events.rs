@@ -228,7 +228,11 @@ pub fn describe_failure(failure: &Failure, host: &str, port: u16) -> String {
         return format!("host {host}:{port} unreachable over SSH: {cause}");
     }
     let task = failure.task.as_deref().unwrap_or("(unnamed)");
-    format!("task '{task}' failed: {}", one_line(msg))
+    let msg = one_line(msg);
+    if msg.is_empty() {
+        return format!("task '{task}' failed (it hides its output: no_log)");
+    }
+    format!("task '{task}' failed: {msg}")
 }
 
 #[cfg(test)]

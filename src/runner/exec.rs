@@ -238,6 +238,31 @@ enum Line {
     Err(String),
 }
 
+/// Forwards the lines of a pipe until it closes. Bytes that are not UTF-8
+/// are replaced rather than ending the read: a reader that stops would
+/// leave the child blocked on a full pipe.
+async fn pump(
+    pipe: impl tokio::io::AsyncRead + Unpin,
+    tx: mpsc::UnboundedSender<Line>,
+    wrap: fn(String) -> Line,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).to_string();
+                if tx.send(wrap(line)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Runs one playbook to its end (or cancel/timeout) and cleans up after it.
 pub async fn run(
     spec: ExecSpec<'_>,
@@ -283,26 +308,10 @@ pub async fn run(
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(Line::Out(l)).is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(pump(out, tx.clone(), Line::Out));
     }
     if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(Line::Err(l)).is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(pump(err, tx.clone(), Line::Err));
     }
     drop(tx);
 
@@ -394,6 +403,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pump_survives_bytes_that_are_not_utf8() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        pump(&b"first\r\n\xff\xfe bad\nlast"[..], tx, Line::Out).await;
+        let mut lines = Vec::new();
+        while let Some(Line::Out(l)) = rx.recv().await {
+            lines.push(l);
+        }
+        assert_eq!(lines, ["first", "\u{fffd}\u{fffd} bad", "last"]);
+    }
 
     #[test]
     fn every_string_is_marked_unsafe() {

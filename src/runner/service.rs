@@ -1,6 +1,6 @@
 //! The runner's core, independent of HTTP: accepts runs, queues them so that a
 //! target (host, port) runs one playbook at a time within a global limit,
-//! executes them ([`super::exec`]), and keeps their records ([`super::store`]).
+//! executes them (`exec`), and keeps their records (`store`).
 //!
 //! Scheduling is one FIFO queue scanned on every change: the first queued run
 //! whose target is idle starts while a slot is free, so a busy host never
@@ -165,6 +165,23 @@ impl Runner {
     /// previous process lost (queued or running) as failed, after killing
     /// their `ansible-playbook` and removing their work directory.
     pub fn open(cfg: RunnerConfig) -> Result<Arc<Runner>, RunnerError> {
+        for needed in [
+            "provision.yml",
+            "deprovision.yml",
+            "logs.yml",
+            "callback_plugins/sm_events.py",
+        ] {
+            let path = cfg.playbooks_dir.join(needed);
+            if !path.is_file() {
+                return Err(RunnerError::Io {
+                    context: format!(
+                        "the playbook directory {} lacks {needed}",
+                        cfg.playbooks_dir.display()
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            }
+        }
         let store =
             RunStore::open(&cfg.data_dir).map_err(io_err("cannot open the data directory"))?;
         let debug =
@@ -650,6 +667,97 @@ mod tests {
             stderr_tail: vec!["ERROR! the playbook could not be found".into()],
             collected: None,
         }
+    }
+
+    fn config(data: &std::path::Path) -> RunnerConfig {
+        RunnerConfig::new(
+            data.to_path_buf(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks").into(),
+        )
+    }
+
+    fn record(id: &str, state: RunState, work_dir: Option<PathBuf>) -> RunRecord {
+        RunRecord {
+            status: RunStatus {
+                id: id.into(),
+                playbook: Playbook::Provision,
+                host: "h".into(),
+                port: 22,
+                state,
+                return_code: None,
+                created: now(),
+                started: None,
+                finished: None,
+                tasks_done: 1,
+                tasks_total: 7,
+                current_task: Some("Pull the role images".into()),
+                failed_task: None,
+                message: None,
+                changed: 0,
+                recap: None,
+            },
+            user: "root".into(),
+            idempotency_key: Some("k".into()),
+            work_dir,
+            pgid: None,
+        }
+    }
+
+    #[test]
+    fn reopening_fails_lost_runs_and_removes_their_work_dirs() {
+        let data = tempfile::tempdir().expect("tmp");
+        let work = tempfile::tempdir().expect("work");
+        std::fs::write(work.path().join("id"), "key").expect("key");
+        let store = RunStore::open(data.path()).expect("store");
+        let mut done = record("done", RunState::Succeeded, None);
+        done.status.message = Some("2 task(s) changed".into());
+        store.save(&done).expect("save");
+        store
+            .save(&record(
+                "lost",
+                RunState::Running,
+                Some(work.path().to_path_buf()),
+            ))
+            .expect("save");
+        store
+            .save(&record("waiting", RunState::Queued, None))
+            .expect("save");
+        std::fs::write(data.path().join("runs/.torn.json.tmp"), "{").expect("torn");
+
+        let runner = Runner::open(config(data.path())).expect("open");
+        assert_eq!(runner.status("done"), Some(done.status));
+        for id in ["lost", "waiting"] {
+            let s = runner.status(id).expect("status");
+            assert_eq!(s.state, RunState::Failed, "{s:?}");
+            assert!(
+                s.message
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("runner restarted"),
+                "{s:?}"
+            );
+            assert!(s.finished.is_some() && s.current_task.is_none());
+        }
+        assert!(
+            !work.path().exists(),
+            "the lost run's work directory remains"
+        );
+        // The update is persisted: a second restart sees the same.
+        drop(runner);
+        let again = Runner::open(config(data.path())).expect("reopen");
+        assert_eq!(
+            again.status("lost").map(|s| s.state),
+            Some(RunState::Failed)
+        );
+    }
+
+    #[test]
+    fn refuses_a_playbook_directory_without_the_playbooks() {
+        let data = tempfile::tempdir().expect("tmp");
+        let err = Runner::open(RunnerConfig::new(data.path().into(), data.path().into()))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("lacks provision.yml"), "{err}");
     }
 
     #[test]
