@@ -412,6 +412,9 @@ impl Server {
         let warnings = validate_schema(info, &mut obj, &name, opts.fv)?;
         stamp_new(&mut obj, info.generation);
         meta::clean(&mut obj);
+        if !by_apply && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
         if st.get(&info.storage, ns, &name).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
         }
@@ -511,7 +514,9 @@ impl Server {
         let mut st = self.store.lock();
         let Some(old) = st.get(&info.storage, ns, name) else {
             if ptype == PatchType::Apply && sub.is_none() {
-                let mut body = body;
+                let empty = json!({"metadata": {}});
+                let manager = req.param("fieldManager").unwrap_or("");
+                let mut body = patch::apply_owned(&empty, &body, manager, None, &meta::now());
                 if let Some(m) = meta::meta_mut(&mut body) {
                     m.insert("name".into(), name.into());
                 }
@@ -526,7 +531,13 @@ impl Server {
             PatchType::Json => patch::json_patch(&view, &body)?,
             PatchType::Merge => patch::merge_patch(&view, &body),
             PatchType::Strategic => patch::strategic_merge(&view, &body),
-            PatchType::Apply => patch::apply(&view, &body),
+            PatchType::Apply => patch::apply_owned(
+                &view,
+                &body,
+                req.param("fieldManager").unwrap_or(""),
+                sub,
+                &meta::now(),
+            ),
         };
         let new = from_view(info, patched);
         let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
@@ -1008,7 +1019,6 @@ fn stamp_new(obj: &mut Value, generation: bool) {
         m.remove("resourceVersion");
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
-        m.remove("managedFields");
         if generation {
             m.insert("generation".into(), 1.into());
         } else {
