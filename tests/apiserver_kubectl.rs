@@ -361,6 +361,8 @@ fn kubectl_create_secret_from_file_reads_back_byte_identical() {
     );
     let out = api.ok(&["get", "cm", "-A", "--chunk-size=2", "-o", "name"]);
     assert_eq!(out.lines().count(), 6, "{out}");
+    api.ok(&["create", "serviceaccount", "builder"]);
+    api.ok(&["get", "sa", "builder"]);
     api.ok(&["create", "namespace", "lab"]);
     api.ok(&[
         "create",
