@@ -469,3 +469,45 @@ async fn discovery_in_both_modes_sees_new_crds_at_once() {
         assert!(discovery.get("coordination.k8s.io").is_some());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_mode_and_a_persistent_ca_and_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server_manager::apiserver::ApiServerConfig::new(dir.path());
+    config.tls = false;
+    let handle = server_manager::apiserver::ApiServer::start(config).expect("start");
+    assert!(handle.url.starts_with("http://127.0.0.1:"));
+    assert!(handle.ca_pem.is_none());
+    let client = kube::Client::try_from(handle.client_config()).expect("client");
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(ns.get("kube-system").await.is_ok());
+    let token = handle.admin_token.clone();
+    tokio::task::spawn_blocking(move || handle.shutdown())
+        .await
+        .expect("shutdown");
+
+    // With TLS, the CA and the token persist across restarts.
+    let first = server_manager::apiserver::ApiServer::start(
+        server_manager::apiserver::ApiServerConfig::new(dir.path()),
+    )
+    .expect("start");
+    let ca = first.ca_pem.clone().expect("ca");
+    assert_eq!(first.admin_token, token);
+    tokio::task::spawn_blocking(move || first.shutdown())
+        .await
+        .expect("shutdown");
+    let second = server_manager::apiserver::ApiServer::start(
+        server_manager::apiserver::ApiServerConfig::new(dir.path()),
+    )
+    .expect("start");
+    assert_eq!(second.ca_pem.as_deref(), Some(ca.as_str()));
+    let client = kube::Client::try_from(second.client_config()).expect("client");
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(
+        ns.get("default").await.is_ok(),
+        "the new serving certificate chains to the persisted CA"
+    );
+    tokio::task::spawn_blocking(move || second.shutdown())
+        .await
+        .expect("shutdown");
+}
