@@ -52,6 +52,18 @@ fn kubectl_lifecycle_of_custom_resources_survives_a_restart() {
     api.ok(&["label", "server", "node1", "tier=control"]);
     let out = api.ok(&["get", "servers", "-l", "tier=control", "-o", "name"]);
     assert_eq!(out.trim(), "server.servermanager.contrail.io/node1");
+    let err = api.fails_in(
+        &[
+            "patch",
+            "server",
+            "node1",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"bad":"has space"}}}"#,
+        ],
+        None,
+    );
+    assert!(err.contains("metadata.labels: Invalid value"), "{err}");
     let out = api.ok(&["get", "servers", "-l", "tier in (data)", "-o", "name"]);
     assert_eq!(out.trim(), "");
     api.ok(&[

@@ -387,6 +387,15 @@ impl Server {
         if let Some(e) = meta::validate_name(&name, info.special == Special::Namespace) {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, &[e]));
         }
+        let label_errors = meta::validate_labels(&obj);
+        if !label_errors.is_empty() {
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.kind,
+                &name,
+                &label_errors,
+            ));
+        }
         if info.namespaced {
             let nsobj = st
                 .get(&ResKey::new("", "namespaces"), "", ns)
@@ -645,6 +654,15 @@ impl Server {
                     )],
                 ));
             }
+        }
+        let label_errors = meta::validate_labels(&new);
+        if !label_errors.is_empty() {
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.kind,
+                name,
+                &label_errors,
+            ));
         }
         prepare(info, &mut new, Some(old))?;
         let warnings = validate_schema(info, &mut new, name, opts.fv)?;
