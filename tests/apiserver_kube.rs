@@ -511,3 +511,50 @@ async fn plain_http_mode_and_a_persistent_ca_and_token() {
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_refused_with_a_status() {
+    let api = TestApi::start();
+    let client = api.client();
+    let cases = [
+        (
+            "/api/v1/namespaces/default/secrets",
+            r#"{"metadata":{"name":"s"},"data":"oops"}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{"name":"c","labels":"oops"}}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{"name":"Bad_Name"}}"#,
+            422,
+        ),
+        ("/api/v1/namespaces/default/configmaps", "not json", 400),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            r#"{"metadata":{"name":"x"},"spec":"oops"}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/missing/configmaps",
+            r#"{"metadata":{"name":"c"}}"#,
+            404,
+        ),
+    ];
+    for (path, body, code) in cases {
+        let req = hyper::Request::post(path)
+            .header("Content-Type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .expect("req");
+        match client.request_text(req).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, code, "{path} {body}: {s:?}"),
+            other => panic!("{path} {body}: expected {code}, got {other:?}"),
+        }
+    }
+    // The server is still healthy.
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(ns.get("default").await.is_ok());
+}

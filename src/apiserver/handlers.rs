@@ -230,20 +230,12 @@ impl Server {
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
-        let answer = match (&req.method, name) {
-            (&Method::GET, None) => self.list(&info, ns, &req),
-            (&Method::GET, Some(n)) => self.get(&info, ns.unwrap_or(""), n),
-            (&Method::POST, None) => self.create(&info, ns, &req),
-            (&Method::PUT, Some(n)) => self.update(&info, ns.unwrap_or(""), n, sub, &req),
-            (&Method::PATCH, Some(n)) => self.patch(&info, ns.unwrap_or(""), n, sub, &req),
-            (&Method::DELETE, Some(n)) => self.delete(&info, ns.unwrap_or(""), n, &req),
-            (&Method::DELETE, None) => self.delete_collection(&info, ns, &req),
-            _ => Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )),
-        }?;
+        // A safety net: a bug in a verb answers 500 instead of dropping the
+        // connection (writes are all-or-nothing, so the store stays consistent).
+        let verb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.verb(&info, ns, name, sub, &req)
+        }));
+        let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())))?;
         let (code, body, warnings) = answer;
         let mut resp = json_resp(code, &body);
         for w in warnings {
@@ -253,6 +245,30 @@ impl Server {
             }
         }
         Ok(resp)
+    }
+
+    fn verb(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: Option<&str>,
+        sub: Option<&str>,
+        req: &Req,
+    ) -> Answer {
+        match (&req.method, name) {
+            (&Method::GET, None) => self.list(info, ns, req),
+            (&Method::GET, Some(n)) => self.get(info, ns.unwrap_or(""), n),
+            (&Method::POST, None) => self.create(info, ns, req),
+            (&Method::PUT, Some(n)) => self.update(info, ns.unwrap_or(""), n, sub, req),
+            (&Method::PATCH, Some(n)) => self.patch(info, ns.unwrap_or(""), n, sub, req),
+            (&Method::DELETE, Some(n)) => self.delete(info, ns.unwrap_or(""), n, req),
+            (&Method::DELETE, None) => self.delete_collection(info, ns, req),
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )),
+        }
     }
 
     fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Answer {
@@ -396,6 +412,7 @@ impl Server {
                 &label_errors,
             ));
         }
+        check_shape(info, &obj)?;
         if info.namespaced {
             let nsobj = st
                 .get(&ResKey::new("", "namespaces"), "", ns)
@@ -664,6 +681,7 @@ impl Server {
                 &label_errors,
             ));
         }
+        check_shape(info, &new)?;
         prepare(info, &mut new, Some(old))?;
         let warnings = validate_schema(info, &mut new, name, opts.fv)?;
         meta::clean(&mut new);
@@ -1053,6 +1071,41 @@ fn prepare_namespace(obj: &mut Value) {
     }
     if obj["status"]["phase"].as_str() != Some("Terminating") {
         obj["status"] = json!({"phase": "Active"});
+    }
+}
+
+/// Rejects bodies whose fields the server itself writes into have the wrong
+/// JSON type (a string where a map belongs), before anything indexes them.
+fn check_shape(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let must_be_map = |v: Option<&Value>, field: &str| -> Result<(), ApiError> {
+        match v {
+            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {field} must be an object",
+                info.kind,
+                info.api_version(),
+                info.kind
+            ))),
+        }
+    };
+    let m = obj.get("metadata");
+    must_be_map(m, "metadata")?;
+    must_be_map(m.and_then(|m| m.get("labels")), "metadata.labels")?;
+    must_be_map(m.and_then(|m| m.get("annotations")), "metadata.annotations")?;
+    match info.special {
+        Special::Secret => {
+            must_be_map(obj.get("data"), "data")?;
+            must_be_map(obj.get("stringData"), "stringData")
+        }
+        Special::Namespace => {
+            must_be_map(obj.get("spec"), "spec")?;
+            must_be_map(obj.get("status"), "status")
+        }
+        Special::Crd => {
+            must_be_map(obj.get("spec"), "spec")?;
+            must_be_map(obj.get("spec").and_then(|s| s.get("names")), "spec.names")
+        }
+        _ => Ok(()),
     }
 }
 
