@@ -242,6 +242,24 @@ async fn watch_order_resume_and_expired_recovery_of_the_real_watcher() {
         }
     }
 
+    // Pages report the first page's resourceVersion.
+    let page1 = cms
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
+    let token = page1.metadata.continue_.clone().expect("continue");
+    cms.create(&PostParams::default(), &cm("between", 7))
+        .await
+        .expect("create");
+    let page2 = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        page2.metadata.resource_version,
+        page1.metadata.resource_version
+    );
+
     // The real watcher: list, watch with a 1 s timeout, go stale, recover.
     let inits = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

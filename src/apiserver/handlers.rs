@@ -292,7 +292,18 @@ impl Server {
             .map(decode_continue)
             .transpose()?;
         let st = self.store.lock();
-        let rv = st.rv();
+        // Later pages report the first page's resourceVersion: pages are not a
+        // snapshot, so a watch must start from before the first page to miss
+        // nothing (it may then see changes a later page already showed).
+        let rv = after.as_ref().map(|a| a.2).unwrap_or(st.rv());
+        if rv < st.compacted() {
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        let after = after.map(|a| (a.0, a.1));
         let mut items = Vec::new();
         let mut next = None;
         for obj in st.list(&info.storage, ns) {
@@ -309,7 +320,7 @@ impl Server {
                 continue;
             }
             if items.len() == limit {
-                next = Some(encode_continue(&key_of_last(&items)));
+                next = Some(encode_continue(&key_of_last(&items), rv));
                 break;
             }
             items.push(to_view(info, &obj));
@@ -939,19 +950,19 @@ fn key_of_last(items: &[Value]) -> (String, String) {
         .unwrap_or_default()
 }
 
-fn encode_continue(key: &(String, String)) -> String {
+fn encode_continue(key: &(String, String), rv: u64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&json!([key.0, key.1])).unwrap_or_default())
+        .encode(serde_json::to_vec(&json!([key.0, key.1, rv])).unwrap_or_default())
 }
 
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(String, String, u64), ApiError> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
-    let v: (String, String) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let v: (String, String, u64) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok(v)
 }
 
