@@ -553,7 +553,8 @@ impl Server {
             if ptype == PatchType::Apply && sub.is_none() {
                 let empty = json!({"metadata": {}});
                 let manager = req.param("fieldManager").unwrap_or("");
-                let mut body = patch::apply_owned(&empty, &body, manager, None, &meta::now());
+                let mut body =
+                    patch::apply_owned(&empty, &body, manager, None, &meta::now(), true)?;
                 if let Some(m) = meta::meta_mut(&mut body) {
                     m.insert("name".into(), name.into());
                 }
@@ -574,7 +575,8 @@ impl Server {
                 req.param("fieldManager").unwrap_or(""),
                 sub,
                 &meta::now(),
-            ),
+                req.flag("force"),
+            )?,
         };
         let new = from_view(info, patched);
         let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;

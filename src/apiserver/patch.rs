@@ -364,15 +364,18 @@ fn remove_path(v: &mut Value, path: &[String]) {
 /// applied configuration is merged into the live object (maps recursively,
 /// lists replaced), fields this manager applied before but no longer applies
 /// are removed unless another applier owns them, and the manager's entry in
-/// `metadata.managedFields` records what it owns. Conflicts with other
-/// managers (`force=false`) and list merge keys are not modelled yet.
+/// `metadata.managedFields` records what it owns. A field another applier owns
+/// and this apply would change is a conflict (409) unless `force`, which takes
+/// it over. Ownership through non-apply writes and list merge keys are not
+/// modelled yet.
 pub(super) fn apply_owned(
     live: &Value,
     applied: &Value,
     manager: &str,
     subresource: Option<&str>,
     time: &str,
-) -> Value {
+    force: bool,
+) -> Result<Value, ApiError> {
     let status_only = subresource == Some("status");
     let mut entries: Vec<Value> = live
         .get("metadata")
@@ -386,8 +389,8 @@ pub(super) fn apply_owned(
             && e.get("subresource").and_then(Value::as_str) == subresource
     };
     let mut before = Vec::new();
-    let mut others = Vec::new();
-    for e in &entries {
+    let mut others: Vec<(usize, FieldPath)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         let mut set = Vec::new();
         from_fields_v1(
             e.get("fieldsV1").unwrap_or(&Value::Null),
@@ -397,10 +400,77 @@ pub(super) fn apply_owned(
         if is_mine(e) {
             before = set;
         } else if e.get("operation").and_then(Value::as_str) == Some("Apply") {
-            others.extend(set);
+            others.extend(set.into_iter().map(|p| (i, p)));
         }
     }
     let now = owned_fields(applied, status_only);
+    let at = |v: &Value, p: &FieldPath| -> Option<Value> {
+        let mut cur = v;
+        for k in p {
+            cur = cur.get(k)?;
+        }
+        Some(cur.clone())
+    };
+    let mut conflicts: Vec<(usize, FieldPath)> = Vec::new();
+    for p in &now {
+        for (i, o) in &others {
+            if o == p && at(live, p) != at(applied, p) {
+                conflicts.push((*i, p.clone()));
+            }
+        }
+    }
+    let manager_of = |i: usize| -> String {
+        entries[i]
+            .get("manager")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if !conflicts.is_empty() && !force {
+        let shown: Vec<String> = conflicts
+            .iter()
+            .map(|(i, p)| format!("conflict with \"{}\": .{}", manager_of(*i), p.join(".")))
+            .collect();
+        let n = conflicts.len();
+        let plural = if n == 1 { "" } else { "s" };
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(i, p)| {
+                serde_json::json!({
+                    "reason": "FieldManagerConflict",
+                    "message": format!("conflict with \"{}\"", manager_of(*i)),
+                    "field": format!(".{}", p.join(".")),
+                })
+            })
+            .collect();
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {n} conflict{plural}: {}",
+                shown.join("\n")
+            ),
+        )
+        .with_details(serde_json::json!({ "causes": causes })));
+    }
+    // Forced: the other managers lose the fields taken over.
+    for (i, p) in &conflicts {
+        let mut set = Vec::new();
+        from_fields_v1(
+            entries[*i].get("fieldsV1").unwrap_or(&Value::Null),
+            &mut Vec::new(),
+            &mut set,
+        );
+        set.retain(|q| q != p);
+        if let Some(e) = entries.get_mut(*i).and_then(Value::as_object_mut) {
+            e.insert("fieldsV1".into(), to_fields_v1(&set));
+        }
+    }
+    let others: Vec<FieldPath> = others
+        .into_iter()
+        .filter(|(i, p)| !conflicts.iter().any(|(j, q)| i == j && p == q))
+        .map(|(_, p)| p)
+        .collect();
     let mut out = apply(live, applied);
     for p in before {
         let still = now.iter().any(|n| n.starts_with(&p) || p.starts_with(n));
@@ -422,7 +492,7 @@ pub(super) fn apply_owned(
     if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("managedFields".into(), Value::Array(entries));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -430,29 +500,54 @@ mod apply_tests {
     use super::*;
     use serde_json::json;
 
+    fn cm(data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data})
+    }
+
     #[test]
-    fn a_later_apply_that_omits_a_field_removes_it() {
-        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"other": "kept"}});
-        let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}});
-        let one = apply_owned(&live, &first, "m", None, "t");
-        assert_eq!(one["data"], json!({"other": "kept", "x": "1", "y": "2"}));
-        let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}});
-        let two = apply_owned(&one, &second, "m", None, "t");
-        assert_eq!(two["data"], json!({"other": "kept", "x": "1"}));
-        // Another manager's applied field survives.
-        let by_n = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}});
-        let three = apply_owned(&two, &by_n, "n", None, "t");
-        let four = apply_owned(
-            &three,
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+    fn apply_removes_dropped_fields_and_detects_conflicts() {
+        let live = cm(json!({"other": "kept"}));
+        let one = apply_owned(
+            &live,
+            &cm(json!({"x": "1", "y": "2"})),
             "m",
             None,
             "t",
+            false,
+        )
+        .expect("apply");
+        assert_eq!(one["data"], json!({"other": "kept", "x": "1", "y": "2"}));
+        // A later apply that omits a field removes it.
+        let two = apply_owned(&one, &cm(json!({"x": "1"})), "m", None, "t", false).expect("apply");
+        assert_eq!(two["data"], json!({"other": "kept", "x": "1"}));
+        // Another applier of the same value: no conflict, shared ownership.
+        let three =
+            apply_owned(&two, &cm(json!({"x": "1"})), "n", None, "t", false).expect("shared");
+        let empty = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let four = apply_owned(&three, &empty, "m", None, "t", false).expect("apply");
+        assert_eq!(
+            four["data"],
+            json!({"other": "kept", "x": "1"}),
+            "n still owns x"
         );
-        assert_eq!(four["data"], json!({"other": "kept", "x": "1"}));
         assert_eq!(
             four["metadata"]["managedFields"].as_array().map(Vec::len),
             Some(2)
         );
+        // Changing a field another applier owns conflicts unless forced.
+        let err = apply_owned(&four, &cm(json!({"x": "2"})), "m", None, "t", false)
+            .expect_err("conflict");
+        assert_eq!((err.code, err.reason), (409, "Conflict"));
+        assert!(
+            err.message.contains("conflict with \"n\": .data.x"),
+            "{}",
+            err.message
+        );
+        let forced =
+            apply_owned(&four, &cm(json!({"x": "2"})), "m", None, "t", true).expect("forced");
+        assert_eq!(forced["data"]["x"], "2");
+        // "n" lost data.x to "m": when "m" drops it, it goes.
+        let five = apply_owned(&forced, &empty, "m", None, "t", false).expect("apply");
+        assert_eq!(five["data"], json!({"other": "kept"}));
     }
 }
