@@ -576,3 +576,81 @@ async fn malformed_bodies_are_refused_with_a_status() {
     let ns: Api<Namespace> = Api::all(client);
     assert!(ns.get("default").await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_apply_owns_fields_and_generation_follows_the_spec() {
+    let api = TestApi::start();
+    server_manager::standalone::install_crds(api.handle())
+        .await
+        .expect("crds");
+    let servers: Api<Server> = Api::namespaced(api.client(), "default");
+    let server: Server = serde_json::from_value(json!({
+        "apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "metadata": {"name": "s1"},
+        "spec": {"clusterRef": {"name": "lab"}, "host": "10.0.0.2", "roles": ["agent"],
+                 "ssh": {"secretRef": {"name": "ssh"}}},
+        "status": {"progress": "dropped on create"}
+    }))
+    .expect("server");
+    let created = servers
+        .create(&PostParams::default(), &server)
+        .await
+        .expect("create");
+    assert!(created.status.is_none(), "create drops status");
+    assert_eq!(created.metadata.generation, Some(1));
+    let pp = PatchParams::apply("status-owner").force();
+    let first = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "1/2", "appliedHash": "h1"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(first))
+        .await
+        .expect("apply status");
+    let rv1 = s.resource_version();
+    assert_eq!(
+        s.status.as_ref().and_then(|s| s.applied_hash.as_deref()),
+        Some("h1")
+    );
+    // The same apply again is a no-op: same resourceVersion.
+    let again = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "1/2", "appliedHash": "h1"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(again))
+        .await
+        .expect("apply status");
+    assert_eq!(s.resource_version(), rv1, "a no-op apply changes nothing");
+    // Omitting appliedHash removes it; generation does not move for status.
+    let second = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "2/2"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(second))
+        .await
+        .expect("apply status");
+    let st = s.status.expect("status");
+    assert_eq!(st.progress.as_deref(), Some("2/2"));
+    assert_eq!(st.applied_hash, None);
+    assert_eq!(s.metadata.generation, Some(1));
+    // Labels sent through /status are ignored; a spec change bumps generation.
+    let s = servers
+        .patch_status(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("status merge");
+    assert!(s.metadata.labels.is_none());
+    let s = servers
+        .patch(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .expect("spec merge");
+    assert_eq!(s.metadata.generation, Some(2));
+    assert_eq!(
+        s.status.and_then(|s| s.progress).as_deref(),
+        Some("2/2"),
+        "status kept by spec writes"
+    );
+}

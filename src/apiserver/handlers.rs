@@ -612,6 +612,10 @@ impl Server {
         }
         if sub == Some("status") {
             let mut merged = (**old).clone();
+            // Field ownership of status appliers is recorded by the status write.
+            if let Some(mf) = new.get("metadata").and_then(|m| m.get("managedFields")) {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
             match new.get("status") {
                 Some(s) => merged["status"] = s.clone(),
                 None => {
@@ -658,6 +662,12 @@ impl Server {
                 }
             }
             m.insert("resourceVersion".into(), old_rv.into());
+            // An update that does not mention managedFields keeps them.
+            if !m.contains_key("managedFields")
+                && let Some(mf) = old.get("metadata").and_then(|om| om.get("managedFields"))
+            {
+                m.insert("managedFields".into(), mf.clone());
+            }
         }
         if meta::deleting(old) {
             let before = meta::finalizers(old);

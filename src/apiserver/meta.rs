@@ -79,13 +79,13 @@ pub(super) fn clean(obj: &mut Value) {
     }
 }
 
-/// Whether two states differ in anything but the resourceVersion.
+/// Whether two states differ in anything but the resourceVersion (field
+/// ownership counts, as in kube-apiserver).
 pub(super) fn differs(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
-            m.remove("managedFields");
         }
         if let Some(o) = v.as_object_mut() {
             o.remove("apiVersion");

@@ -479,16 +479,25 @@ pub(super) fn apply_owned(
             remove_path(&mut out, &p);
         }
     }
-    entries.retain(|e| !is_mine(e));
-    let mut entry = serde_json::json!({
-        "manager": manager, "operation": "Apply",
-        "apiVersion": applied.get("apiVersion").cloned().unwrap_or(Value::Null),
-        "time": time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&now),
+    let fields = to_fields_v1(&now);
+    let api_version = applied.get("apiVersion").cloned().unwrap_or(Value::Null);
+    let unchanged = entries.iter().any(|e| {
+        is_mine(e)
+            && e.get("fieldsV1") == Some(&fields)
+            && e.get("apiVersion") == Some(&api_version)
     });
-    if let Some(s) = subresource {
-        entry["subresource"] = s.into();
+    // An apply that changes nothing keeps its entry (and time): no write.
+    if !unchanged {
+        entries.retain(|e| !is_mine(e));
+        let mut entry = serde_json::json!({
+            "manager": manager, "operation": "Apply", "apiVersion": api_version,
+            "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields,
+        });
+        if let Some(s) = subresource {
+            entry["subresource"] = s.into();
+        }
+        entries.push(entry);
     }
-    entries.push(entry);
     if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("managedFields".into(), Value::Array(entries));
     }
