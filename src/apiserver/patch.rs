@@ -1,6 +1,9 @@
 //! Patch types: JSON patch (with kube-apiserver's `test`-on-missing-path quirk),
-//! JSON merge patch, strategic merge patch (for built-in kinds) and a
-//! server-side-apply approximation.
+//! JSON merge patch, strategic merge patch (for built-in kinds) and server-side
+//! apply with per-applier field ownership in `metadata.managedFields`
+//! (removal of fields an applier stops applying, conflicts unless `force`).
+//! Not yet: ownership through non-apply writes (`Update` entries) and list
+//! merge keys inside apply (lists are atomic).
 
 use serde_json::{Map, Value};
 
@@ -215,10 +218,8 @@ fn smp_list(field: &str, doc: &[Value], patch: &[Value]) -> Value {
     Value::Array(out)
 }
 
-/// Server-side apply, approximated: the applied configuration is merged into the
-/// live object (maps merged recursively, lists replaced, nulls ignored).
-/// Field ownership (managedFields, conflicts, removal of fields a manager stops
-/// applying) is not tracked yet.
+/// Merges an applied configuration into the live object (maps merged
+/// recursively, lists replaced, nulls ignored); ownership is [`apply_owned`]'s.
 pub(super) fn apply(doc: &Value, applied: &Value) -> Value {
     match (doc, applied) {
         (Value::Object(d), Value::Object(a)) => {
