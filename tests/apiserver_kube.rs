@@ -242,6 +242,24 @@ async fn watch_order_resume_and_expired_recovery_of_the_real_watcher() {
         }
     }
 
+    // Pages report the first page's resourceVersion.
+    let page1 = cms
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
+    let token = page1.metadata.continue_.clone().expect("continue");
+    cms.create(&PostParams::default(), &cm("between", 7))
+        .await
+        .expect("create");
+    let page2 = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        page2.metadata.resource_version,
+        page1.metadata.resource_version
+    );
+
     // The real watcher: list, watch with a 1 s timeout, go stale, recover.
     let inits = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -468,4 +486,171 @@ async fn discovery_in_both_modes_sees_new_crds_at_once() {
         assert!(discovery.get("events.k8s.io").is_some());
         assert!(discovery.get("coordination.k8s.io").is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_mode_and_a_persistent_ca_and_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server_manager::apiserver::ApiServerConfig::new(dir.path());
+    config.tls = false;
+    let handle = server_manager::apiserver::ApiServer::start(config).expect("start");
+    assert!(handle.url.starts_with("http://127.0.0.1:"));
+    assert!(handle.ca_pem.is_none());
+    let client = kube::Client::try_from(handle.client_config()).expect("client");
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(ns.get("kube-system").await.is_ok());
+    let token = handle.admin_token.clone();
+    tokio::task::spawn_blocking(move || handle.shutdown())
+        .await
+        .expect("shutdown");
+
+    // With TLS, the CA and the token persist across restarts.
+    let first = server_manager::apiserver::ApiServer::start(
+        server_manager::apiserver::ApiServerConfig::new(dir.path()),
+    )
+    .expect("start");
+    let ca = first.ca_pem.clone().expect("ca");
+    assert_eq!(first.admin_token, token);
+    tokio::task::spawn_blocking(move || first.shutdown())
+        .await
+        .expect("shutdown");
+    let second = server_manager::apiserver::ApiServer::start(
+        server_manager::apiserver::ApiServerConfig::new(dir.path()),
+    )
+    .expect("start");
+    assert_eq!(second.ca_pem.as_deref(), Some(ca.as_str()));
+    let client = kube::Client::try_from(second.client_config()).expect("client");
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(
+        ns.get("default").await.is_ok(),
+        "the new serving certificate chains to the persisted CA"
+    );
+    tokio::task::spawn_blocking(move || second.shutdown())
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_refused_with_a_status() {
+    let api = TestApi::start();
+    let client = api.client();
+    let cases = [
+        (
+            "/api/v1/namespaces/default/secrets",
+            r#"{"metadata":{"name":"s"},"data":"oops"}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{"name":"c","labels":"oops"}}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{"name":"Bad_Name"}}"#,
+            422,
+        ),
+        ("/api/v1/namespaces/default/configmaps", "not json", 400),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            r#"{"metadata":{"name":"x"},"spec":"oops"}"#,
+            400,
+        ),
+        (
+            "/api/v1/namespaces/missing/configmaps",
+            r#"{"metadata":{"name":"c"}}"#,
+            404,
+        ),
+    ];
+    for (path, body, code) in cases {
+        let req = hyper::Request::post(path)
+            .header("Content-Type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .expect("req");
+        match client.request_text(req).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, code, "{path} {body}: {s:?}"),
+            other => panic!("{path} {body}: expected {code}, got {other:?}"),
+        }
+    }
+    // The server is still healthy.
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(ns.get("default").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_apply_owns_fields_and_generation_follows_the_spec() {
+    let api = TestApi::start();
+    server_manager::standalone::install_crds(api.handle())
+        .await
+        .expect("crds");
+    let servers: Api<Server> = Api::namespaced(api.client(), "default");
+    let server: Server = serde_json::from_value(json!({
+        "apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "metadata": {"name": "s1"},
+        "spec": {"clusterRef": {"name": "lab"}, "host": "10.0.0.2", "roles": ["agent"],
+                 "ssh": {"secretRef": {"name": "ssh"}}},
+        "status": {"progress": "dropped on create"}
+    }))
+    .expect("server");
+    let created = servers
+        .create(&PostParams::default(), &server)
+        .await
+        .expect("create");
+    assert!(created.status.is_none(), "create drops status");
+    assert_eq!(created.metadata.generation, Some(1));
+    let pp = PatchParams::apply("status-owner").force();
+    let first = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "1/2", "appliedHash": "h1"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(first))
+        .await
+        .expect("apply status");
+    let rv1 = s.resource_version();
+    assert_eq!(
+        s.status.as_ref().and_then(|s| s.applied_hash.as_deref()),
+        Some("h1")
+    );
+    // The same apply again is a no-op: same resourceVersion.
+    let again = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "1/2", "appliedHash": "h1"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(again))
+        .await
+        .expect("apply status");
+    assert_eq!(s.resource_version(), rv1, "a no-op apply changes nothing");
+    // Omitting appliedHash removes it; generation does not move for status.
+    let second = json!({"apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Server",
+        "status": {"progress": "2/2"}});
+    let s = servers
+        .patch_status("s1", &pp, &Patch::Apply(second))
+        .await
+        .expect("apply status");
+    let st = s.status.expect("status");
+    assert_eq!(st.progress.as_deref(), Some("2/2"));
+    assert_eq!(st.applied_hash, None);
+    assert_eq!(s.metadata.generation, Some(1));
+    // Labels sent through /status are ignored; a spec change bumps generation.
+    let s = servers
+        .patch_status(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("status merge");
+    assert!(s.metadata.labels.is_none());
+    let s = servers
+        .patch(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .expect("spec merge");
+    assert_eq!(s.metadata.generation, Some(2));
+    assert_eq!(
+        s.status.and_then(|s| s.progress).as_deref(),
+        Some("2/2"),
+        "status kept by spec writes"
+    );
 }

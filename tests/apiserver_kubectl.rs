@@ -52,6 +52,18 @@ fn kubectl_lifecycle_of_custom_resources_survives_a_restart() {
     api.ok(&["label", "server", "node1", "tier=control"]);
     let out = api.ok(&["get", "servers", "-l", "tier=control", "-o", "name"]);
     assert_eq!(out.trim(), "server.servermanager.contrail.io/node1");
+    let err = api.fails_in(
+        &[
+            "patch",
+            "server",
+            "node1",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"bad":"has space"}}}"#,
+        ],
+        None,
+    );
+    assert!(err.contains("metadata.labels: Invalid value"), "{err}");
     let out = api.ok(&["get", "servers", "-l", "tier in (data)", "-o", "name"]);
     assert_eq!(out.trim(), "");
     api.ok(&[
@@ -361,6 +373,8 @@ fn kubectl_create_secret_from_file_reads_back_byte_identical() {
     );
     let out = api.ok(&["get", "cm", "-A", "--chunk-size=2", "-o", "name"]);
     assert_eq!(out.lines().count(), 6, "{out}");
+    api.ok(&["create", "serviceaccount", "builder"]);
+    api.ok(&["get", "sa", "builder"]);
     api.ok(&["create", "namespace", "lab"]);
     api.ok(&[
         "create",

@@ -230,20 +230,12 @@ impl Server {
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
-        let answer = match (&req.method, name) {
-            (&Method::GET, None) => self.list(&info, ns, &req),
-            (&Method::GET, Some(n)) => self.get(&info, ns.unwrap_or(""), n),
-            (&Method::POST, None) => self.create(&info, ns, &req),
-            (&Method::PUT, Some(n)) => self.update(&info, ns.unwrap_or(""), n, sub, &req),
-            (&Method::PATCH, Some(n)) => self.patch(&info, ns.unwrap_or(""), n, sub, &req),
-            (&Method::DELETE, Some(n)) => self.delete(&info, ns.unwrap_or(""), n, &req),
-            (&Method::DELETE, None) => self.delete_collection(&info, ns, &req),
-            _ => Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )),
-        }?;
+        // A safety net: a bug in a verb answers 500 instead of dropping the
+        // connection (writes are all-or-nothing, so the store stays consistent).
+        let verb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.verb(&info, ns, name, sub, &req)
+        }));
+        let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())))?;
         let (code, body, warnings) = answer;
         let mut resp = json_resp(code, &body);
         for w in warnings {
@@ -253,6 +245,30 @@ impl Server {
             }
         }
         Ok(resp)
+    }
+
+    fn verb(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: Option<&str>,
+        sub: Option<&str>,
+        req: &Req,
+    ) -> Answer {
+        match (&req.method, name) {
+            (&Method::GET, None) => self.list(info, ns, req),
+            (&Method::GET, Some(n)) => self.get(info, ns.unwrap_or(""), n),
+            (&Method::POST, None) => self.create(info, ns, req),
+            (&Method::PUT, Some(n)) => self.update(info, ns.unwrap_or(""), n, sub, req),
+            (&Method::PATCH, Some(n)) => self.patch(info, ns.unwrap_or(""), n, sub, req),
+            (&Method::DELETE, Some(n)) => self.delete(info, ns.unwrap_or(""), n, req),
+            (&Method::DELETE, None) => self.delete_collection(info, ns, req),
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )),
+        }
     }
 
     fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Answer {
@@ -276,7 +292,18 @@ impl Server {
             .map(decode_continue)
             .transpose()?;
         let st = self.store.lock();
-        let rv = st.rv();
+        // Later pages report the first page's resourceVersion: pages are not a
+        // snapshot, so a watch must start from before the first page to miss
+        // nothing (it may then see changes a later page already showed).
+        let rv = after.as_ref().map(|a| a.2).unwrap_or(st.rv());
+        if rv < st.compacted() {
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        let after = after.map(|a| (a.0, a.1));
         let mut items = Vec::new();
         let mut next = None;
         for obj in st.list(&info.storage, ns) {
@@ -293,7 +320,7 @@ impl Server {
                 continue;
             }
             if items.len() == limit {
-                next = Some(encode_continue(&key_of_last(&items)));
+                next = Some(encode_continue(&key_of_last(&items), rv));
                 break;
             }
             items.push(to_view(info, &obj));
@@ -387,6 +414,16 @@ impl Server {
         if let Some(e) = meta::validate_name(&name, info.special == Special::Namespace) {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, &[e]));
         }
+        let label_errors = meta::validate_labels(&obj);
+        if !label_errors.is_empty() {
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.kind,
+                &name,
+                &label_errors,
+            ));
+        }
+        check_shape(info, &obj)?;
         if info.namespaced {
             let nsobj = st
                 .get(&ResKey::new("", "namespaces"), "", ns)
@@ -412,6 +449,9 @@ impl Server {
         let warnings = validate_schema(info, &mut obj, &name, opts.fv)?;
         stamp_new(&mut obj, info.generation);
         meta::clean(&mut obj);
+        if !by_apply && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
         if st.get(&info.storage, ns, &name).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
         }
@@ -511,7 +551,10 @@ impl Server {
         let mut st = self.store.lock();
         let Some(old) = st.get(&info.storage, ns, name) else {
             if ptype == PatchType::Apply && sub.is_none() {
-                let mut body = body;
+                let empty = json!({"metadata": {}});
+                let manager = req.param("fieldManager").unwrap_or("");
+                let mut body =
+                    patch::apply_owned(&empty, &body, manager, None, &meta::now(), true)?;
                 if let Some(m) = meta::meta_mut(&mut body) {
                     m.insert("name".into(), name.into());
                 }
@@ -526,7 +569,14 @@ impl Server {
             PatchType::Json => patch::json_patch(&view, &body)?,
             PatchType::Merge => patch::merge_patch(&view, &body),
             PatchType::Strategic => patch::strategic_merge(&view, &body),
-            PatchType::Apply => patch::apply(&view, &body),
+            PatchType::Apply => patch::apply_owned(
+                &view,
+                &body,
+                req.param("fieldManager").unwrap_or(""),
+                sub,
+                &meta::now(),
+                req.flag("force"),
+            )?,
         };
         let new = from_view(info, patched);
         let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
@@ -562,6 +612,10 @@ impl Server {
         }
         if sub == Some("status") {
             let mut merged = (**old).clone();
+            // Field ownership of status appliers is recorded by the status write.
+            if let Some(mf) = new.get("metadata").and_then(|m| m.get("managedFields")) {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
             match new.get("status") {
                 Some(s) => merged["status"] = s.clone(),
                 None => {
@@ -608,6 +662,12 @@ impl Server {
                 }
             }
             m.insert("resourceVersion".into(), old_rv.into());
+            // An update that does not mention managedFields keeps them.
+            if !m.contains_key("managedFields")
+                && let Some(mf) = old.get("metadata").and_then(|om| om.get("managedFields"))
+            {
+                m.insert("managedFields".into(), mf.clone());
+            }
         }
         if meta::deleting(old) {
             let before = meta::finalizers(old);
@@ -635,6 +695,16 @@ impl Server {
                 ));
             }
         }
+        let label_errors = meta::validate_labels(&new);
+        if !label_errors.is_empty() {
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.kind,
+                name,
+                &label_errors,
+            ));
+        }
+        check_shape(info, &new)?;
         prepare(info, &mut new, Some(old))?;
         let warnings = validate_schema(info, &mut new, name, opts.fv)?;
         meta::clean(&mut new);
@@ -892,19 +962,19 @@ fn key_of_last(items: &[Value]) -> (String, String) {
         .unwrap_or_default()
 }
 
-fn encode_continue(key: &(String, String)) -> String {
+fn encode_continue(key: &(String, String), rv: u64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&json!([key.0, key.1])).unwrap_or_default())
+        .encode(serde_json::to_vec(&json!([key.0, key.1, rv])).unwrap_or_default())
 }
 
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(String, String, u64), ApiError> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
-    let v: (String, String) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let v: (String, String, u64) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok(v)
 }
 
@@ -1008,7 +1078,6 @@ fn stamp_new(obj: &mut Value, generation: bool) {
         m.remove("resourceVersion");
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
-        m.remove("managedFields");
         if generation {
             m.insert("generation".into(), 1.into());
         } else {
@@ -1025,6 +1094,41 @@ fn prepare_namespace(obj: &mut Value) {
     }
     if obj["status"]["phase"].as_str() != Some("Terminating") {
         obj["status"] = json!({"phase": "Active"});
+    }
+}
+
+/// Rejects bodies whose fields the server itself writes into have the wrong
+/// JSON type (a string where a map belongs), before anything indexes them.
+fn check_shape(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let must_be_map = |v: Option<&Value>, field: &str| -> Result<(), ApiError> {
+        match v {
+            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {field} must be an object",
+                info.kind,
+                info.api_version(),
+                info.kind
+            ))),
+        }
+    };
+    let m = obj.get("metadata");
+    must_be_map(m, "metadata")?;
+    must_be_map(m.and_then(|m| m.get("labels")), "metadata.labels")?;
+    must_be_map(m.and_then(|m| m.get("annotations")), "metadata.annotations")?;
+    match info.special {
+        Special::Secret => {
+            must_be_map(obj.get("data"), "data")?;
+            must_be_map(obj.get("stringData"), "stringData")
+        }
+        Special::Namespace => {
+            must_be_map(obj.get("spec"), "spec")?;
+            must_be_map(obj.get("status"), "status")
+        }
+        Special::Crd => {
+            must_be_map(obj.get("spec"), "spec")?;
+            must_be_map(obj.get("spec").and_then(|s| s.get("names")), "spec.names")
+        }
+        _ => Ok(()),
     }
 }
 

@@ -79,13 +79,13 @@ pub(super) fn clean(obj: &mut Value) {
     }
 }
 
-/// Whether two states differ in anything but the resourceVersion.
+/// Whether two states differ in anything but the resourceVersion (field
+/// ownership counts, as in kube-apiserver).
 pub(super) fn differs(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
-            m.remove("managedFields");
         }
         if let Some(o) = v.as_object_mut() {
             o.remove("apiVersion");
@@ -157,4 +157,78 @@ pub(super) fn validate_name(name: &str, label: bool) -> Option<FieldError> {
             "Invalid value: \"{name}\": a lowercase RFC 1123 {what} must consist of lower case alphanumeric characters, {chars}, and must start and end with an alphanumeric character (e.g. {example}, regex used for validation is '{shown}')"
         ),
     ))
+}
+
+const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+const QUALIFIED_NAME: &str = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$";
+
+fn qualified_key_errors(key: &str, field: &str) -> Option<FieldError> {
+    let re = regex::Regex::new(QUALIFIED_NAME).ok()?;
+    let sub = regex::Regex::new(DNS1123_SUBDOMAIN).ok()?;
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && re.is_match(name)
+        && prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && sub.is_match(p));
+    (!ok).then(|| {
+        FieldError::new(
+            field,
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            ),
+        )
+    })
+}
+
+/// Validates label keys and values and annotation keys.
+pub(super) fn validate_labels(obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(m) = obj.get("metadata") else {
+        return errors;
+    };
+    let value_re = regex::Regex::new(LABEL_VALUE).ok();
+    if let Some(labels) = m.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(e) = qualified_key_errors(k, "metadata.labels") {
+                errors.push(e);
+            }
+            let Some(v) = v.as_str() else {
+                errors.push(FieldError::new(
+                    "metadata.labels",
+                    "FieldValueInvalid",
+                    format!("Invalid value: {v}: label values must be strings"),
+                ));
+                continue;
+            };
+            let ok = v.len() <= 63 && value_re.as_ref().is_none_or(|r| r.is_match(v));
+            if !ok {
+                errors.push(FieldError::new(
+                    "metadata.labels",
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(ann) = m.get("annotations").and_then(Value::as_object) {
+        for (k, v) in ann {
+            if let Some(e) = qualified_key_errors(k, "metadata.annotations") {
+                errors.push(e);
+            }
+            if !v.is_string() {
+                errors.push(FieldError::new(
+                    "metadata.annotations",
+                    "FieldValueInvalid",
+                    format!("Invalid value: {v}: annotation values must be strings"),
+                ));
+            }
+        }
+    }
+    errors
 }

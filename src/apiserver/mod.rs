@@ -3,10 +3,27 @@
 //! No real kube-apiserver can run on the machines this project targets, so
 //! `server-manager standalone` and the end-to-end tests use this one. It behaves
 //! like kube-apiserver wherever kubectl (1.32) or kube-rs (5.0) can tell the
-//! difference: discovery (aggregated and legacy), OpenAPI v3 stubs, CRUD, patch
-//! (JSON, merge, strategic merge, apply), watch with bookmarks and `410 Expired`,
-//! finalizers, the status subresource, CRD schemas (pruning, defaults,
-//! validation, CEL rules), protobuf request bodies, events in both APIs.
+//! difference: discovery (aggregated and legacy), OpenAPI v3 (with the CRD
+//! schemas, so `kubectl explain` works), CRUD, patch (JSON, merge, strategic
+//! merge, server-side apply with per-applier field ownership), watch with
+//! bookmarks and `410 Expired`, finalizers, the status subresource, CRD schemas
+//! (pruning, defaults, validation, CEL rules), protobuf request bodies, events in
+//! both APIs, `dryRun=All`.
+//!
+//! Not yet (issue 7): `meta.k8s.io` Table output (kubectl prints NAME/AGE only),
+//! RBAC (the one admin token can do everything), ownership through non-apply
+//! writes in managedFields, `/openapi/v2`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use server_manager::apiserver::{ApiServer, ApiServerConfig};
+//! let handle = ApiServer::start(ApiServerConfig::new("/tmp/api-data"))?;
+//! std::fs::write("/tmp/api-data/kubeconfig", handle.kubeconfig())?; // for kubectl
+//! let client = kube::Client::try_from(handle.client_config())?; // for kube-rs
+//! # drop(client);
+//! handle.shutdown();
+//! # Ok(()) }
+//! ```
 //!
 //! The only public surface is [`ApiServer::start`], its [`ApiServerConfig`] and the
 //! returned [`Handle`]. The module is split by concern:

@@ -155,6 +155,18 @@ pub(super) fn decode(body: &[u8]) -> Result<Value, ApiError> {
             _ => {}
         }
     }
+    // Decoding drops the fields it does not know: refuse kinds whose fields
+    // would be lost rather than store them silently incomplete.
+    if !matches!(
+        kind.as_str(),
+        "Secret" | "ConfigMap" | "Namespace" | "ServiceAccount"
+    ) {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("protobuf request bodies are not supported for {kind}; send JSON"),
+        ));
+    }
     let mut obj = json!({ "apiVersion": api_version, "kind": kind });
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut r = Reader::new(raw);

@@ -204,6 +204,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Outcome) -> bool {
                     format!("Invalid value: {n}: {path} in body should have at least {min} items"),
                 ));
             }
+            list_type(schema, a, path, out);
             if let Some(items) = schema.get("items") {
                 let mut kept = Vec::with_capacity(a.len());
                 for (i, mut item) in std::mem::take(a).into_iter().enumerate() {
@@ -287,6 +288,44 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Outcome) -> bool {
     }
     cel_rules(schema, v, path, out);
     true
+}
+
+/// `x-kubernetes-list-type: set | map` uniqueness.
+fn list_type(schema: &Value, a: &[Value], path: &str, out: &mut Outcome) {
+    let keys: Vec<&str> = schema
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|k| k.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let identity = |v: &Value| -> Value {
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("map") => Value::Object(
+                keys.iter()
+                    .map(|k| (k.to_string(), v.get(*k).cloned().unwrap_or(Value::Null)))
+                    .collect(),
+            ),
+            _ => v.clone(),
+        }
+    };
+    if !matches!(
+        schema.get("x-kubernetes-list-type").and_then(Value::as_str),
+        Some("set") | Some("map")
+    ) {
+        return;
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    for (i, item) in a.iter().enumerate() {
+        let id = identity(item);
+        if seen.contains(&id) {
+            out.errors.push(FieldError::new(
+                &format!("{path}[{i}]"),
+                "FieldValueDuplicate",
+                format!("Duplicate value: {id}"),
+            ));
+        } else {
+            seen.push(id);
+        }
+    }
 }
 
 fn walk_object(schema: &Value, o: &mut Map<String, Value>, path: &str, out: &mut Outcome) {
@@ -435,6 +474,19 @@ mod tests {
             eval_rule("has(self.x) && self.x == 'External'", &json!({})),
             Ok(false)
         );
+    }
+
+    #[test]
+    fn list_map_keys_are_unique() {
+        let schema = json!({"type": "object", "properties": {"status": {"type": "object", "properties": {
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"], "items": {"type": "object",
+                "x-kubernetes-preserve-unknown-fields": true}}}}}});
+        let mut obj =
+            json!({"status": {"conditions": [{"type": "Ready"}, {"type": "Ready", "x": 1}]}});
+        let out = process(&schema, &mut obj);
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].field, "status.conditions[1]");
     }
 
     #[test]

@@ -290,7 +290,10 @@ impl State {
     }
 
     fn commit(&mut self, rv: u64, key: &str, value: Option<&[u8]>) -> Result<(), ApiError> {
-        let txn = self.db.begin_write().map_err(storage_err)?;
+        let mut txn = self.db.begin_write().map_err(storage_err)?;
+        // Explicit: the write is on disk when commit returns.
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(storage_err)?;
         {
             let mut table = txn.open_table(OBJECTS).map_err(storage_err)?;
             match value {
