@@ -110,7 +110,14 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
-        .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--runner-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--registry-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::null())
         .spawn()

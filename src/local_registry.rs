@@ -144,7 +144,16 @@ async fn start_process(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<Loca
     let config_path = dir.join("config.yml");
     std::fs::write(&config_path, config)?;
     let log = std::fs::File::create(dir.join("registry.log"))?;
-    let child = tokio::process::Command::new("docker-registry")
+    let mut command = tokio::process::Command::new("docker-registry");
+    // SAFETY: prctl is async-signal-safe; the closure only calls it. It makes
+    // the registry die with this process, even on SIGKILL.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = command
         .arg("serve")
         .arg(&config_path)
         .stdout(Stdio::null())

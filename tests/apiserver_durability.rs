@@ -19,7 +19,14 @@ fn start(dir: &Path) -> (Child, kube::Client) {
     let kubeconfig = dir.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let mut child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
-        .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--runner-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--registry-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

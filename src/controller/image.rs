@@ -452,42 +452,16 @@ pub struct RegistryEngine {
 #[async_trait::async_trait]
 impl ImageEngine for RegistryEngine {
     async fn push(&self, spec: &ImageSpec, progress: ProgressFn) -> Result<Pushed, EngineError> {
-        use crate::registry::{PushError, PushRequest, Source, push};
-        let source = match (&spec.source.path, &spec.source.url, &spec.source.reference) {
-            (Some(p), _, _) => Source::Path(p.into()),
-            (None, Some(u), _) => Source::Url(u.clone()),
-            _ => {
-                return Err(EngineError {
-                    reason: "UnsupportedSource".into(),
-                    message: "copying from an image reference is not supported yet: give source.path or source.url".into(),
-                    permanent: true,
-                });
-            }
+        use crate::registry::{PushError, PushRequest, push};
+        let engine_error = |e: PushError| EngineError {
+            reason: e.reason().to_string(),
+            message: e.to_string(),
+            permanent: e.is_permanent(),
         };
-        let request = PushRequest::new(
-            source,
-            self.registry.clone(),
-            spec.image_id.clone(),
-            spec.image_type,
-            spec.version.clone(),
-        );
+        let request = PushRequest::for_image(spec, self.registry.clone()).map_err(engine_error)?;
         let report = push(&request, move |p| progress(p.bytes_done, p.bytes_total))
             .await
-            .map_err(|e| {
-                let permanent = matches!(
-                    e,
-                    PushError::Reference(_)
-                        | PushError::ReadTarball { .. }
-                        | PushError::InvalidImage { .. }
-                        | PushError::SelectImage { .. }
-                        | PushError::VerifyBlob { .. }
-                );
-                EngineError {
-                    reason: e.reason().to_string(),
-                    message: e.to_string(),
-                    permanent,
-                }
-            })?;
+            .map_err(engine_error)?;
         Ok(Pushed {
             reference: report.reference.to_string(),
             digest: report.digest,
