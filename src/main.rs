@@ -93,6 +93,9 @@ struct StandaloneArgs {
     /// Where the operator's /healthz, /readyz and /metrics listen.
     #[arg(long)]
     health_listen: Option<std::net::SocketAddr>,
+    /// Longest wait, in seconds, between attempts after failures.
+    #[arg(long, default_value_t = 300)]
+    max_backoff: u64,
 }
 
 /// Flags of `server-manager operator`.
@@ -128,6 +131,9 @@ struct OperatorArgs {
     /// Reconciles at once per controller.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Longest wait, in seconds, between attempts after failures.
+    #[arg(long, default_value_t = 300)]
+    max_backoff: u64,
     /// Directory of the playbooks the runner uses (for the playbook version in
     /// each Server's desired hash).
     #[arg(long, default_value = "playbooks")]
@@ -460,6 +466,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     opts.drift_interval = seconds(args.drift_interval);
     opts.health_listen = args.health_listen;
+    opts.backoff.cap = std::time::Duration::from_secs(args.max_backoff.max(1));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }
@@ -483,7 +490,10 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
                 insecure: args.registry_insecure,
             },
             drift_interval: seconds(args.drift_interval),
-            backoff: Default::default(),
+            backoff: controller::server::decide::Backoff {
+                cap: std::time::Duration::from_secs(args.max_backoff.max(1)),
+                ..Default::default()
+            },
             playbook_version: server_manager::standalone::playbook_version(&args.playbooks),
         };
         let config = controller::operator::OperatorConfig {

@@ -1,5 +1,6 @@
 //! Reading manifests from files, as `kubectl apply -f` does (a file, or the
-//! `.yaml`/`.yml`/`.json` files of a directory, several documents per file), for
+//! `.yaml`/`.yml`/`.json` files of a directory, several documents per file, v1
+//! `List`s as `kubectl get -o yaml` writes them), for
 //! `server-manager render` and the tests of `examples/`.
 
 use std::path::{Path, PathBuf};
@@ -96,31 +97,57 @@ impl Manifests {
 
     fn add_documents(&mut self, path: &Path, text: &str) -> Result<(), ManifestError> {
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let invalid = |message: String| ManifestError::Invalid {
-                path: path.to_path_buf(),
-                index: i + 1,
-                message,
-            };
-            let value: serde_json::Value = serde_path_to_error::deserialize(doc)
-                .map_err(|e| invalid(format!("not valid YAML: {e}")))?;
+            let value: serde_json::Value =
+                serde_path_to_error::deserialize(doc).map_err(|e| ManifestError::Invalid {
+                    path: path.to_path_buf(),
+                    index: i + 1,
+                    message: format!("not valid YAML: {e}"),
+                })?;
             if value.is_null() {
                 continue;
             }
-            let api_version = value
-                .get("apiVersion")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-            if api_version.split('/').next() != Some(GROUP) {
-                self.other += 1;
+            // `kubectl get … -o yaml` of several objects is a v1 List.
+            if value.get("kind").and_then(|k| k.as_str()) == Some("List") {
+                let items = value
+                    .get("items")
+                    .and_then(|i| i.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                for item in items {
+                    self.add_value(path, i, item)?;
+                }
                 continue;
             }
-            match kind {
-                "Cluster" => self.clusters.push(typed(value).map_err(invalid)?),
-                "Server" => self.servers.push(typed(value).map_err(invalid)?),
-                "Image" => self.images.push(typed(value).map_err(invalid)?),
-                other => return Err(invalid(format!("unknown kind {other:?} in group {GROUP}"))),
-            }
+            self.add_value(path, i, value)?;
+        }
+        Ok(())
+    }
+
+    fn add_value(
+        &mut self,
+        path: &Path,
+        i: usize,
+        value: serde_json::Value,
+    ) -> Result<(), ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            index: i + 1,
+            message,
+        };
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        if api_version.split('/').next() != Some(GROUP) {
+            self.other += 1;
+            return Ok(());
+        }
+        match kind {
+            "Cluster" => self.clusters.push(typed(value).map_err(invalid)?),
+            "Server" => self.servers.push(typed(value).map_err(invalid)?),
+            "Image" => self.images.push(typed(value).map_err(invalid)?),
+            other => return Err(invalid(format!("unknown kind {other:?} in group {GROUP}"))),
         }
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct StandaloneOptions {
     pub drift_interval: Option<std::time::Duration>,
     /// Where the operator's health and metrics endpoints listen.
     pub health_listen: Option<SocketAddr>,
+    /// Backoff between attempts after failures.
+    pub backoff: crate::controller::server::decide::Backoff,
 }
 
 impl StandaloneOptions {
@@ -54,6 +56,7 @@ impl StandaloneOptions {
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             drift_interval: Some(std::time::Duration::from_secs(600)),
             health_listen: None,
+            backoff: Default::default(),
         }
     }
 }
@@ -175,7 +178,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
             insecure: registry_insecure,
         },
         drift_interval: opts.drift_interval,
-        backoff: Default::default(),
+        backoff: opts.backoff,
         playbook_version: playbook_version(&playbooks),
     };
     let operator_config = crate::controller::operator::OperatorConfig {

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::lab::{
@@ -190,11 +190,20 @@ fn wait_all_ready(lab: &Lab, timeout: Duration) {
 /// Files on the "hosts" equal `server-manager render --out`, and so does what
 /// each container reads at /etc/contrailctl/<role>.conf.
 fn assert_files_match_render(lab: &Lab) {
+    // Render from what the API server holds now (the manifests were patched).
+    let live = lab.work.path().join("live.yaml");
+    std::fs::write(
+        &live,
+        lab.standalone
+            .kubectl(&["get", "clusters,servers,images", "-o", "yaml"]),
+    )
+    .unwrap();
     for (name, host) in &lab.hosts {
         let out = lab.work.path().join(format!("render-{name}"));
+        let _ = std::fs::remove_dir_all(&out);
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_server-manager"))
             .args(["render", "-f"])
-            .arg(&lab.manifests)
+            .arg(&live)
             .args(["--server", name, "--out"])
             .arg(&out)
             .output()
@@ -446,5 +455,4 @@ fn lab_converges_idles_and_follows_changes() {
                 .is_ok_and(|t| t.contains("controller_nodes = 127.0.0.11,127.0.0.10\n"))
         });
     wait_all_ready(&lab, Duration::from_secs(300));
-    let _ = Instant::now();
 }

@@ -143,10 +143,15 @@ impl Standalone {
         ok.then(|| serde_json::from_str(&out).expect("json"))
     }
 
-    /// The global resourceVersion (of a list).
+    /// The global resourceVersion: a list's, which the API server sets to its
+    /// latest (kubectl's own `-o json` lists leave it empty, so ask raw).
     pub fn resource_version(&self) -> u64 {
-        let v: Value =
-            serde_json::from_str(&self.kubectl(&["get", "servers", "-o", "json"])).expect("json");
+        let raw = self.kubectl(&[
+            "get",
+            "--raw",
+            "/apis/servermanager.contrail.io/v1alpha1/servers",
+        ]);
+        let v: Value = serde_json::from_str(&raw).expect("json");
         v["metadata"]["resourceVersion"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -212,7 +217,28 @@ impl Host {
     /// A host on `address` accepting `key` (an authorized_keys line), with
     /// directories of its own and containers named `sm-e2e-<run>-<name>-<role>`.
     pub fn new(address: &str, name: &str, run_id: &str, key: Option<&str>) -> Host {
-        let sshd = TestSshd::start_at(address, None);
+        Self::start(address, None, name, run_id, key)
+    }
+
+    /// Like [`Host::new`], on a given port.
+    pub fn new_at_port(
+        address: &str,
+        port: u16,
+        name: &str,
+        run_id: &str,
+        key: Option<&str>,
+    ) -> Host {
+        Self::start(address, Some(port), name, run_id, key)
+    }
+
+    fn start(
+        address: &str,
+        port: Option<u16>,
+        name: &str,
+        run_id: &str,
+        key: Option<&str>,
+    ) -> Host {
+        let sshd = TestSshd::start_at(address, port);
         if let Some(k) = key {
             sshd.authorize(k);
         }
@@ -318,4 +344,92 @@ pub fn registry_writes(registry: &TestRegistry) -> usize {
                 .any(|m| l.contains(m))
         })
         .count()
+}
+
+/// Whether an object's `Ready` condition is True for its current generation.
+pub fn ready(v: &Value) -> bool {
+    v["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    }) && v["status"]["observedGeneration"] == v["metadata"]["generation"]
+}
+
+/// The condition `type_` of an object, if set.
+pub fn condition(v: &Value, type_: &str) -> Option<Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+impl Standalone {
+    /// `kubectl patch KIND NAME --type=merge -p PATCH`.
+    pub fn patch(&self, kind: &str, name: &str, patch: &Value) {
+        self.kubectl(&[
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+    }
+
+    /// Writes `objects` as one YAML file in `dir` and `kubectl apply`s it.
+    pub fn apply(&self, dir: &Path, file: &str, objects: &[Value]) {
+        let docs: Vec<String> = objects
+            .iter()
+            .map(|o| serde_yaml::to_string(o).expect("yaml"))
+            .collect();
+        let path = dir.join(file);
+        std::fs::write(&path, docs.join("---\n")).expect("write manifest");
+        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    }
+
+    /// Creates or updates an SSH Secret from a key and known_hosts lines.
+    pub fn apply_ssh_secret(&self, dir: &Path, name: &str, private_key: &str, known_hosts: &str) {
+        let key = dir.join(format!("{name}.key"));
+        let kh = dir.join(format!("{name}.known_hosts"));
+        std::fs::write(&key, private_key).expect("key");
+        std::fs::write(&kh, known_hosts).expect("known_hosts");
+        let yaml = self.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-file=ssh-privatekey={}", key.display()),
+            &format!("--from-file=known_hosts={}", kh.display()),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ]);
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("secret manifest");
+        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    }
+}
+
+/// A Server manifest on `host` for the lab's cluster.
+pub fn server_manifest(
+    name: &str,
+    cluster: &str,
+    address: &str,
+    port: u16,
+    secret: &str,
+    roles: &[&str],
+    layout: Value,
+) -> Value {
+    serde_json::json!({
+        "apiVersion": "servermanager.contrail.io/v1alpha1",
+        "kind": "Server",
+        "metadata": {"name": name},
+        "spec": {
+            "clusterRef": {"name": cluster},
+            "host": address,
+            "roles": roles,
+            "ssh": {"port": port, "secretRef": {"name": secret}},
+            "layout": layout,
+        }
+    })
 }
