@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry ansible python3-docker openssh-server busybox-static)
+packages=(docker-registry ansible python3-docker openssh-server busybox-static openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-for tool in cargo docker kubectl docker-registry ansible-playbook sshd busybox; do
+for tool in cargo docker kubectl docker-registry ansible-playbook /usr/sbin/sshd busybox openssl python3; do
   command -v "$tool" >/dev/null || { echo "FATAL: $tool not found" >&2; exit 1; }
 done
 docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" >&2; exit 1; }
@@ -27,4 +27,5 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
+# Benches are built by clippy above and run by hand (benches/RESULTS.md).
+cargo test --lib --bins --tests --locked -- --test-threads="${TEST_THREADS:-4}"
