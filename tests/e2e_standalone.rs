@@ -63,12 +63,8 @@ impl Lab {
     }
 
     fn add_host(&mut self, name: &str, address: &str) {
-        let key = self
-            .hosts
-            .values()
-            .next()
-            .map(|h| h.sshd.client_public_key());
-        let host = Host::new(address, name, &self.run_id, key.as_deref());
+        let key = self.hosts[MANAGED[0].0].sshd.client_public_key();
+        let host = Host::new(address, name, &self.run_id, Some(&key));
         self.hosts.insert(name.to_string(), host);
     }
 

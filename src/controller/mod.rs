@@ -92,6 +92,11 @@ pub enum Error {
     /// Removing an Image's tag from the registry failed.
     #[error("failed to remove the image from the registry: {0}")]
     RegistryCleanup(String),
+    /// Clean-up is under way (a deprovision run): the finalizer stays until it
+    /// ends. Not a failure; the finalizer helper only keeps its finalizer on
+    /// an error.
+    #[error("waiting: {0}")]
+    Pending(String),
 }
 
 impl Error {
@@ -106,6 +111,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::RegistryCleanup(_) => "registry_cleanup",
+            Error::Pending(_) => "pending",
         }
     }
 }

@@ -312,15 +312,19 @@ async fn reconcile_cluster(
 }
 
 fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = match error.category() {
+        // Clean-up in progress: poll it.
+        "pending" => {
+            tracing::debug!(error = %error, "clean-up in progress");
+            return Action::requeue(super::server::reconcile::POLL_INTERVAL);
+        }
+        // A finalizer patch built from a cache one event behind fails its
+        // JSON-patch test; the next event brings the cache up to date.
+        "finalizer" => 1,
+        _ => 5,
+    };
     tracing::warn!(error = %error, category = error.category(), "reconcile failed");
     ctx.metrics.error("any", error.category());
-    // A finalizer patch built from a cache one event behind fails its JSON-patch
-    // test; the next event brings the cache up to date, so retry soon.
-    let wait = if error.category() == "finalizer" {
-        1
-    } else {
-        5
-    };
     Action::requeue(Duration::from_secs(wait))
 }
 

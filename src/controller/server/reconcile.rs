@@ -1075,6 +1075,13 @@ async fn poll(
             .await;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
+        ("deprovision", true) => {
+            st.progress = None;
+            st.containers.clear();
+            st.applied_hash = None;
+            write_status(&ctx.client, server, current.as_ref(), &st).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
         (playbook, _) => {
             let deprovision = playbook == "deprovision";
             st.failures = st.failures.saturating_add(1);
@@ -1147,9 +1154,10 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
             .release(&cluster_key(server), &server.name_any());
         return Ok(Action::await_change());
     }
-    if let Some(run) = st.run.clone().filter(in_flight) {
-        let _ = run;
-        return poll(server, ctx, state, st, None).await;
+    let pending = || Err(Error::Pending("deprovisioning".into()));
+    if st.run.as_ref().is_some_and(in_flight) {
+        poll(server, ctx, state, st, None).await?;
+        return pending();
     }
     if let Some(run) = &st.run {
         if run.playbook == "deprovision" && run.state == "succeeded" {
@@ -1168,12 +1176,8 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
             .next_retry_time
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok());
-        if let Some(until) =
-            retry_at.filter(|u| run.playbook == "deprovision" && *u > Timestamp::now())
-        {
-            return Ok(Action::requeue(
-                until.duration_since(Timestamp::now()).unsigned_abs(),
-            ));
+        if retry_at.is_some_and(|u| run.playbook == "deprovision" && u > Timestamp::now()) {
+            return pending();
         }
     }
     let target = match secret_target(server, ctx).await {
@@ -1194,9 +1198,8 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
                 ),
             );
             write_status(&ctx.client, server, current.as_ref(), &st).await?;
-            return Ok(Action::requeue(
-                ctx.settings.backoff.delay(state.blocked.bump(&key(server))),
-            ));
+            state.blocked.bump(&key(server));
+            return pending();
         }
     };
     let mut roles: Vec<String> = server.spec.roles.iter().map(|r| r.to_string()).collect();
@@ -1228,9 +1231,8 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
                 ),
             );
             write_status(&ctx.client, server, current.as_ref(), &st).await?;
-            return Ok(Action::requeue(
-                ctx.settings.backoff.delay(state.blocked.bump(&key(server))),
-            ));
+            state.blocked.bump(&key(server));
+            return pending();
         }
     };
     ctx.metrics.run("deprovision", "started");
@@ -1264,7 +1266,7 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
         ),
     );
     write_status(&ctx.client, server, current.as_ref(), &st).await?;
-    Ok(Action::requeue(POLL_INTERVAL))
+    pending()
 }
 
 #[cfg(test)]
