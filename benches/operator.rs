@@ -462,7 +462,14 @@ async fn bench(n: usize) {
 
     // Idle: nothing changes, nothing should be written.
     tokio::time::sleep(IDLE).await;
-    let (idle_total, idle_writes, _) = counters.snapshot();
+    let (idle_total, idle_writes, idle_kinds) = counters.snapshot();
+    let idle_detail: Vec<String> = idle_kinds
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - conv_kinds.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{k} ×{d}"))
+        })
+        .collect();
     let (idle_total, idle_writes) = (idle_total - conv_total, idle_writes - conv_writes);
     let idle_runs = runner.started.load(Ordering::Relaxed) - runs_started;
 
@@ -527,8 +534,9 @@ async fn bench(n: usize) {
         conv_writes as f64 / n as f64
     );
     println!(
-        "| idle {} s after convergence | {idle_total} requests, {idle_writes} writes, {idle_runs} runs |",
-        IDLE.as_secs()
+        "| idle {} s after convergence | {idle_total} requests, {idle_writes} writes, {idle_runs} runs ({}) |",
+        IDLE.as_secs(),
+        idle_detail.join(", ")
     );
     let mut firsts: Vec<Duration> = samples.iter().map(|s| s.0).collect();
     let mut readys: Vec<Duration> = samples.iter().map(|s| s.1).collect();
