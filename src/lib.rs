@@ -14,6 +14,8 @@
 //! - [`standalone`]: `server-manager standalone` (API server + CRDs + kubeconfig,
 //!   operator, playbook runner).
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
+//! - [`logs`]: `server-manager logs` (a Server's host log files through the
+//!   runner).
 
 pub mod apiserver;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod controller;
 pub mod crd;
 pub mod image_ref;
 pub mod local_registry;
+pub mod logs;
 pub mod manifests;
 pub mod registry;
 pub mod runner;

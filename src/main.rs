@@ -53,6 +53,38 @@ enum Command {
     /// Run the controllers against a Kubernetes API (in-cluster configuration,
     /// or the kubeconfig).
     Operator(Box<OperatorArgs>),
+    /// List the log files of a Server's host (under `spec.layout.logDir`,
+    /// default /var/log/contrail), or print one with --file; --follow keeps
+    /// printing what is appended until Ctrl-C. Reads the Server and its SSH
+    /// Secret from the Kubernetes API (KUBECONFIG) and reaches the host through
+    /// the playbook runner.
+    Logs(Box<LogsArgs>),
+}
+
+/// Flags of `server-manager logs`.
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// The Server.
+    server: String,
+    /// Namespace of the Server (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Print this file of the log directory (a plain name: no `/`, no `..`).
+    #[arg(long)]
+    file: Option<String>,
+    /// With --file: keep printing the bytes appended to the file, polling
+    /// every --interval seconds, until Ctrl-C.
+    #[arg(short = 'f', long, requires = "file")]
+    follow: bool,
+    /// Seconds between polls of --follow.
+    #[arg(long, default_value_t = 2)]
+    interval: u64,
+    /// URL of the playbook runner.
+    #[arg(long, env = "SM_RUNNER_URL", default_value = "http://127.0.0.1:9003")]
+    runner_url: String,
+    /// File holding the runner's bearer token (standalone: DATA_DIR/runner-token).
+    #[arg(long, env = "SM_RUNNER_TOKEN_FILE")]
+    runner_token_file: Option<PathBuf>,
 }
 
 /// Flags of `server-manager standalone`.
@@ -259,6 +291,7 @@ fn main() -> ExitCode {
         Command::PlaybookRunner(args) => playbook_runner(args),
         Command::Standalone(args) => standalone(*args),
         Command::Operator(args) => operator(*args),
+        Command::Logs(args) => logs(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -525,6 +558,59 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await
+    })
+}
+
+fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use server_manager::logs;
+    let token_file = args.runner_token_file.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the runner's token is required: --runner-token-file FILE or SM_RUNNER_TOKEN_FILE \
+             (standalone keeps it in DATA_DIR/runner-token)"
+        )
+    })?;
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    if let Some(f) = &args.file {
+        logs::check_file_name(f)?;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (client, default_ns) = logs::kube_client()
+            .await
+            .context("cannot build a Kubernetes client from the kubeconfig")?;
+        let namespace = args.namespace.unwrap_or(default_ns);
+        let request =
+            logs::host_logs_request(&client, &namespace, &args.server, args.file.as_deref())
+                .await?;
+        let runner = server_manager::runner::RunnerClient::new(&args.runner_url, token.trim())?;
+        let url = args.runner_url.as_str();
+        match (&args.file, args.follow) {
+            (None, _) => {
+                let list = logs::list(&runner, url, &request).await?;
+                if list.files.is_empty() {
+                    eprintln!("no files in {} on {}", request.log_dir, request.target.host);
+                }
+                print!("{}", logs::format_table(&list));
+            }
+            (Some(_), false) => {
+                use std::io::Write;
+                let bytes = logs::read(&runner, url, &request).await?;
+                let mut stdout = std::io::stdout().lock();
+                // A closed pipe (`| head`) is not an error.
+                let _ = stdout.write_all(&bytes).and_then(|_| stdout.flush());
+            }
+            (Some(_), true) => {
+                let interval = std::time::Duration::from_secs(args.interval.max(1));
+                let mut stdout = std::io::stdout();
+                tokio::select! {
+                    r = logs::follow(&runner, url, &request, interval, &mut stdout) => r?,
+                    _ = shutdown_signal() => {}
+                }
+            }
+        }
+        Ok(())
     })
 }
 
