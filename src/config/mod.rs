@@ -410,15 +410,16 @@ fn role_list(roles: &[Role]) -> String {
 /// Computes `server`'s role files from its Cluster and every Server that may be
 /// a member (same namespace, same `clusterRef`; Servers being deleted do not
 /// count).
-pub fn for_server(
+pub fn for_server<'a>(
     cluster: &crate::crd::Cluster,
-    servers: &[crate::crd::Server],
+    servers: impl IntoIterator<Item = &'a crate::crd::Server>,
     server: &crate::crd::Server,
 ) -> Result<EffectiveConfig, ConfigErrors> {
     use kube::{Resource, ResourceExt};
     let cluster_name = cluster.name_any();
     let members: Vec<(String, &ServerSpec)> = servers
-        .iter()
+        .into_iter()
+        .filter(|s| s.spec.cluster_ref.name == cluster_name)
         .filter(|s| s.meta().deletion_timestamp.is_none() && s.namespace() == cluster.namespace())
         .map(|s| (s.name_any(), &s.spec))
         .collect();

@@ -269,9 +269,10 @@ pub fn desired(server: &Server, stores: &Stores, ctx: &Context) -> Result<Desire
         let digest = image.status.as_ref().and_then(|s| s.digest.clone());
         images.insert(*role, (reference.to_string(), digest));
     }
+    // Borrow the cached Servers: cloning every sibling on every reconcile made
+    // the work grow with the square of the cluster's size.
     let servers = stores.servers.state();
-    let servers: Vec<Server> = servers.iter().map(|s| (**s).clone()).collect();
-    let config = config::for_server(&cluster, &servers, server)
+    let config = config::for_server(&cluster, servers.iter().map(|s| s.as_ref()), server)
         .map_err(|e| Blocked::new(reason::INVALID_CONFIGURATION, e.to_string(), true))?;
     let mut h = Sha256::new();
     h.update(config.hash.as_bytes());
