@@ -237,7 +237,24 @@ impl Server {
         }));
         let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())))?;
         let (code, body, warnings) = answer;
-        let mut resp = json_resp(code, &body);
+        let table = (req.method == Method::GET)
+            .then(|| super::table::wanted(req.accept()))
+            .flatten();
+        let mut resp = match table {
+            Some(version) => {
+                let include = super::table::Include::from_param(req.param("includeObject"));
+                let tb = super::table::TableBuilder::new(&info, version, include);
+                let table = if name.is_none() {
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    tb.table(&items, body["metadata"].clone())
+                } else {
+                    let rv = body["metadata"]["resourceVersion"].clone();
+                    tb.table(std::slice::from_ref(&body), json!({"resourceVersion": rv}))
+                };
+                json_typed(code, &table, &super::table::content_type(version))
+            }
+            None => json_resp(code, &body),
+        };
         for w in warnings {
             let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
             if let Ok(h) = v.parse() {

@@ -10,8 +10,10 @@
 //! (pruning, defaults, validation, CEL rules), protobuf request bodies, events in
 //! both APIs, `dryRun=All`.
 //!
-//! Not yet (issue 7): `meta.k8s.io` Table output (kubectl prints NAME/AGE only),
-//! RBAC (the one admin token can do everything), ownership through non-apply
+//! `meta.k8s.io` Table output (CRD printer columns, built-in printers, one-row
+//! Tables per watch event) is in `table`.
+//!
+//! Not yet (issue 7): RBAC (the one admin token can do everything), ownership through non-apply
 //! writes in managedFields, `/openapi/v2`.
 //!
 //! ```no_run
@@ -46,6 +48,7 @@ mod resources;
 mod schema;
 mod select;
 mod store;
+mod table;
 mod tls;
 mod watch;
 
