@@ -93,6 +93,15 @@ struct StandaloneArgs {
     /// Where the operator's /healthz, /readyz and /metrics listen.
     #[arg(long)]
     health_listen: Option<std::net::SocketAddr>,
+    /// Enforce RBAC in the API server: ServiceAccount tokens (from Secrets of
+    /// type kubernetes.io/service-account-token) get what their Roles and
+    /// ClusterRoles grant; the admin token still gets everything.
+    #[arg(long)]
+    rbac: bool,
+    /// Append one JSON line per API request (user, verb, resource,
+    /// subresource, namespace, name, code) to this file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 /// Flags of `server-manager operator`.
@@ -460,6 +469,8 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     opts.drift_interval = seconds(args.drift_interval);
     opts.health_listen = args.health_listen;
+    opts.rbac = args.rbac;
+    opts.audit_log = args.audit_log;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }

@@ -36,6 +36,10 @@ pub struct StandaloneOptions {
     pub drift_interval: Option<std::time::Duration>,
     /// Where the operator's health and metrics endpoints listen.
     pub health_listen: Option<SocketAddr>,
+    /// Enforce RBAC in the API server for ServiceAccount tokens.
+    pub rbac: bool,
+    /// The API server's audit log (JSON lines), if any.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl StandaloneOptions {
@@ -54,6 +58,8 @@ impl StandaloneOptions {
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             drift_interval: Some(std::time::Duration::from_secs(600)),
             health_listen: None,
+            rbac: false,
+            audit_log: None,
         }
     }
 }
@@ -75,6 +81,8 @@ pub fn default_playbooks() -> PathBuf {
 pub async fn start(opts: &StandaloneOptions) -> anyhow::Result<(Handle, PathBuf)> {
     let mut config = ApiServerConfig::new(&opts.data_dir);
     config.listen = opts.listen;
+    config.rbac = opts.rbac;
+    config.audit_log = opts.audit_log.clone();
     let handle = ApiServer::start(config).context("failed to start the API server")?;
     install_crds(&handle).await?;
     let path = opts.data_dir.join("kubeconfig");

@@ -10,6 +10,7 @@ use hyper::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch as tokio_watch;
 
+use super::auth;
 use super::discovery;
 use super::events;
 use super::http::{ApiError, FieldError, Req, json as json_resp, json_typed};
@@ -31,6 +32,8 @@ pub(super) struct Server {
     pub bookmark_interval: Duration,
     pub stop: tokio_watch::Receiver<bool>,
     crds: RwLock<Vec<ResourceInfo>>,
+    rbac: bool,
+    audit: Arc<auth::Audit>,
 }
 
 /// A parsed resource path.
@@ -85,6 +88,8 @@ impl Server {
         token: String,
         bookmark_interval: Duration,
         stop: tokio_watch::Receiver<bool>,
+        rbac: bool,
+        audit: Arc<auth::Audit>,
     ) -> Self {
         let server = Self {
             store,
@@ -92,6 +97,8 @@ impl Server {
             bookmark_interval,
             stop,
             crds: RwLock::new(Vec::new()),
+            rbac,
+            audit,
         };
         {
             let mut st = server.store.lock();
@@ -142,13 +149,44 @@ impl Server {
 
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, req: Req) -> Response<Body> {
-        match self.route(req).await {
+        let mut rec = auth::AuditRecord {
+            time: String::new(),
+            user: "system:anonymous".into(),
+            attributes: auth::RequestAttributes {
+                verb: req.method.as_str().to_lowercase(),
+                ..Default::default()
+            },
+            path: req.path.clone(),
+            code: 0,
+        };
+        let resp = match self.route(req, &mut rec).await {
             Ok(r) => r,
             Err(e) => e.response(),
-        }
+        };
+        rec.code = resp.status().as_u16();
+        rec.time = meta::now();
+        self.audit.record(&rec);
+        resp
     }
 
-    async fn route(self: &Arc<Self>, req: Req) -> Result<Response<Body>, ApiError> {
+    /// Who a bearer token belongs to (`None`: not authenticated).
+    fn authenticate(&self, token: Option<&str>) -> Option<auth::User> {
+        let token = token?;
+        if token == self.token {
+            return Some(auth::User::admin());
+        }
+        if !self.rbac {
+            return None;
+        }
+        let st = self.store.lock();
+        auth::service_account_user(&st, token)
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Req,
+        rec: &mut auth::AuditRecord,
+    ) -> Result<Response<Body>, ApiError> {
         let path = req.path.trim_end_matches('/').to_string();
         match path.as_str() {
             "/healthz" | "/readyz" | "/livez" => {
@@ -162,9 +200,10 @@ impl Server {
             "/version" => return Ok(json_resp(200, &discovery::version())),
             _ => {}
         }
-        if req.token() != Some(self.token.as_str()) {
-            return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
-        }
+        let user = self
+            .authenticate(req.token())
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
+        rec.user = user.name.clone();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let all = self.all_resources();
         let aggregated = req.wants_aggregated();
@@ -209,6 +248,35 @@ impl Server {
             _ => {}
         }
         let target = parse_target(&segs).ok_or_else(ApiError::not_found_path)?;
+        let is_watch = target.watch_prefix || req.flag("watch");
+        rec.attributes = auth::RequestAttributes {
+            verb: match (&req.method, target.name.is_some()) {
+                (&Method::GET, _) if is_watch => "watch",
+                (&Method::GET, true) => "get",
+                (&Method::GET, false) => "list",
+                (&Method::POST, _) => "create",
+                (&Method::PUT, _) => "update",
+                (&Method::PATCH, _) => "patch",
+                (&Method::DELETE, true) => "delete",
+                (&Method::DELETE, false) => "deletecollection",
+                _ => "unknown",
+            }
+            .into(),
+            group: target.group.clone(),
+            resource: target.plural.clone(),
+            subresource: target.sub.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+        };
+        if self.rbac && !user.admin {
+            let ok = {
+                let st = self.store.lock();
+                auth::allowed(&st, &user, &rec.attributes)
+            };
+            if !ok {
+                return Err(auth::forbidden(&user, &rec.attributes));
+            }
+        }
         let info = self
             .resolve(&target.group, &target.version, &target.plural)
             .ok_or_else(ApiError::not_found_path)?;
@@ -226,7 +294,6 @@ impl Server {
         let ns = target.namespace.as_deref();
         let name = target.name.as_deref();
         let sub = target.sub.as_deref();
-        let is_watch = target.watch_prefix || req.flag("watch");
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
@@ -1162,6 +1229,7 @@ fn prepare(info: &ResourceInfo, obj: &mut Value, old: Option<&Obj>) -> Result<()
             if obj.get("type").is_none_or(|t| t.is_null() || t == "") {
                 obj["type"] = "Opaque".into();
             }
+            auth::fill_token_secret(obj, old.map(|o| &**o));
             if let Some(Value::Object(sd)) =
                 obj.as_object_mut().and_then(|o| o.remove("stringData"))
             {
