@@ -61,16 +61,30 @@ enum FieldValidation {
 
 /// Per-request write options.
 #[derive(Clone, Copy, Debug)]
-struct WriteOpts {
+struct WriteOpts<'a> {
     fv: FieldValidation,
     /// `dryRun=All`: validate and answer, store nothing.
     dry_run: bool,
+    /// For non-apply writes: the field manager recorded with operation
+    /// `Update` (`fieldManager`, else the User-Agent's program name).
+    manager: Option<&'a str>,
 }
 
-fn write_opts(req: &Req, fv: FieldValidation) -> WriteOpts {
+fn write_opts(req: &Req, fv: FieldValidation) -> WriteOpts<'_> {
+    let manager = req
+        .param("fieldManager")
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            req.headers
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+        });
     WriteOpts {
         fv,
         dry_run: req.param("dryRun") == Some("All"),
+        manager: Some(manager.unwrap_or("unknown")),
     }
 }
 
@@ -533,8 +547,13 @@ impl Server {
         let warnings = validate_schema(info, &mut obj, &name, opts.fv)?;
         stamp_new(&mut obj, info.generation);
         meta::clean(&mut obj);
-        if !by_apply && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("managedFields");
+        if !by_apply {
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            if let Some(manager) = opts.manager {
+                patch::record_update(&json!({}), &mut obj, manager, None, &meta::now());
+            }
         }
         if st.get(&info.storage, ns, &name).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
@@ -631,7 +650,10 @@ impl Server {
         } else {
             field_validation(req)
         };
-        let opts = write_opts(req, fv);
+        let mut opts = write_opts(req, fv);
+        if ptype == PatchType::Apply {
+            opts.manager = None;
+        }
         let mut st = self.store.lock();
         let Some(old) = st.get(&info.storage, ns, name) else {
             if ptype == PatchType::Apply && sub.is_none() {
@@ -792,6 +814,9 @@ impl Server {
         prepare(info, &mut new, Some(old))?;
         let warnings = validate_schema(info, &mut new, name, opts.fv)?;
         meta::clean(&mut new);
+        if let Some(manager) = opts.manager {
+            patch::record_update(old, &mut new, manager, sub, &meta::now());
+        }
         if !meta::differs(old, &new) {
             return Ok((old.clone(), warnings));
         }

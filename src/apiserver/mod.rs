@@ -16,8 +16,7 @@
 //! RBAC (switchable; ServiceAccount token Secrets, Roles and bindings) and the
 //! audit log with request counters are in `auth`.
 //!
-//! Not yet: ownership through non-apply
-//! writes in managedFields, `/openapi/v2`.
+//! Not yet: `/openapi/v2`, list merge keys in server-side apply.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
