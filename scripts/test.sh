@@ -22,6 +22,13 @@ for tool in cargo docker kubectl docker-registry ansible-playbook /usr/sbin/sshd
 done
 docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" >&2; exit 1; }
 
+# Helm's own Go code for tests/helm_sdk.rs (PyPI helm-python-sdk).
+if ! python3 -c 'import helm_python' 2>/dev/null; then
+  echo "==> pip install helm-python-sdk"
+  python3 -m pip install -q helm-python-sdk
+fi
+python3 -c 'import helm_python' || { echo "FATAL: helm-python-sdk could not be installed" >&2; exit 1; }
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -128,6 +128,15 @@ struct StandaloneArgs {
     /// Longest wait, in seconds, between attempts after failures.
     #[arg(long, default_value_t = 300)]
     max_backoff: u64,
+    /// Enforce RBAC in the API server: ServiceAccount tokens (from Secrets of
+    /// type kubernetes.io/service-account-token) get what their Roles and
+    /// ClusterRoles grant; the admin token still gets everything.
+    #[arg(long)]
+    rbac: bool,
+    /// Append one JSON line per API request (user, verb, resource,
+    /// subresource, namespace, name, code) to this file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 /// Flags of `server-manager operator`.
@@ -500,6 +509,8 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     opts.drift_interval = seconds(args.drift_interval);
     opts.health_listen = args.health_listen;
     opts.backoff.cap = std::time::Duration::from_secs(args.max_backoff.max(1));
+    opts.rbac = args.rbac;
+    opts.audit_log = args.audit_log;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }

@@ -38,6 +38,10 @@ pub struct StandaloneOptions {
     pub health_listen: Option<SocketAddr>,
     /// Backoff between attempts after failures.
     pub backoff: crate::controller::server::decide::Backoff,
+    /// Enforce RBAC in the API server for ServiceAccount tokens.
+    pub rbac: bool,
+    /// The API server's audit log (JSON lines), if any.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl StandaloneOptions {
@@ -57,6 +61,8 @@ impl StandaloneOptions {
             drift_interval: Some(std::time::Duration::from_secs(600)),
             health_listen: None,
             backoff: Default::default(),
+            rbac: false,
+            audit_log: None,
         }
     }
 }
@@ -78,6 +84,8 @@ pub fn default_playbooks() -> PathBuf {
 pub async fn start(opts: &StandaloneOptions) -> anyhow::Result<(Handle, PathBuf)> {
     let mut config = ApiServerConfig::new(&opts.data_dir);
     config.listen = opts.listen;
+    config.rbac = opts.rbac;
+    config.audit_log = opts.audit_log.clone();
     let handle = ApiServer::start(config).context("failed to start the API server")?;
     install_crds(&handle).await?;
     let path = opts.data_dir.join("kubeconfig");

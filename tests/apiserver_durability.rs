@@ -15,7 +15,9 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use support::apiserver::config_from_kubeconfig;
 
-fn start(dir: &Path) -> (Child, kube::Client) {
+/// Starts standalone; the receiver gets a message once it has printed its
+/// banner (everything started, SIGTERM handled from then on).
+fn start(dir: &Path) -> (Child, kube::Client, std::sync::mpsc::Receiver<()>) {
     let kubeconfig = dir.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let mut child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
@@ -28,15 +30,28 @@ fn start(dir: &Path) -> (Child, kube::Client) {
         ])
         .args(["--registry-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start standalone");
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("kubectl get clusters,servers,images") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
     for _ in 0..300 {
         if kubeconfig.exists() {
             let client =
                 kube::Client::try_from(config_from_kubeconfig(&kubeconfig)).expect("client");
-            return (child, client);
+            return (child, client, ready);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -48,7 +63,7 @@ fn start(dir: &Path) -> (Child, kube::Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_creates_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, client) = start(dir.path());
+    let (mut child, client, _ready) = start(dir.path());
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
     let mut writers = Vec::new();
@@ -86,7 +101,7 @@ async fn kill_9_during_creates_loses_no_acknowledged_write() {
     );
     let max_rv = acked.iter().map(|(_, rv)| *rv).max().unwrap_or(0);
 
-    let (mut child, client) = start(dir.path());
+    let (mut child, client, ready) = start(dir.path());
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let list = cms.list(&ListParams::default()).await.expect("list");
     let names: std::collections::HashSet<String> =
@@ -119,7 +134,11 @@ async fn kill_9_during_creates_loses_no_acknowledged_write() {
         "resourceVersion {rv} after restart must exceed {max_rv}"
     );
 
-    // SIGTERM: a clean stop with exit status 0.
+    // SIGTERM: a clean stop with exit status 0 (once standalone is fully up:
+    // a SIGTERM during its start-up still has the default disposition).
+    ready
+        .recv_timeout(Duration::from_secs(60))
+        .expect("standalone printed its banner");
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -10,6 +10,7 @@ use hyper::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch as tokio_watch;
 
+use super::auth;
 use super::discovery;
 use super::events;
 use super::http::{ApiError, FieldError, Req, json as json_resp, json_typed};
@@ -31,6 +32,8 @@ pub(super) struct Server {
     pub bookmark_interval: Duration,
     pub stop: tokio_watch::Receiver<bool>,
     crds: RwLock<Vec<ResourceInfo>>,
+    rbac: bool,
+    audit: Arc<auth::Audit>,
 }
 
 /// A parsed resource path.
@@ -58,16 +61,30 @@ enum FieldValidation {
 
 /// Per-request write options.
 #[derive(Clone, Copy, Debug)]
-struct WriteOpts {
+struct WriteOpts<'a> {
     fv: FieldValidation,
     /// `dryRun=All`: validate and answer, store nothing.
     dry_run: bool,
+    /// For non-apply writes: the field manager recorded with operation
+    /// `Update` (`fieldManager`, else the User-Agent's program name).
+    manager: Option<&'a str>,
 }
 
-fn write_opts(req: &Req, fv: FieldValidation) -> WriteOpts {
+fn write_opts(req: &Req, fv: FieldValidation) -> WriteOpts<'_> {
+    let manager = req
+        .param("fieldManager")
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            req.headers
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+        });
     WriteOpts {
         fv,
         dry_run: req.param("dryRun") == Some("All"),
+        manager: Some(manager.unwrap_or("unknown")),
     }
 }
 
@@ -85,6 +102,8 @@ impl Server {
         token: String,
         bookmark_interval: Duration,
         stop: tokio_watch::Receiver<bool>,
+        rbac: bool,
+        audit: Arc<auth::Audit>,
     ) -> Self {
         let server = Self {
             store,
@@ -92,6 +111,8 @@ impl Server {
             bookmark_interval,
             stop,
             crds: RwLock::new(Vec::new()),
+            rbac,
+            audit,
         };
         {
             let mut st = server.store.lock();
@@ -142,13 +163,44 @@ impl Server {
 
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, req: Req) -> Response<Body> {
-        match self.route(req).await {
+        let mut rec = auth::AuditRecord {
+            time: String::new(),
+            user: "system:anonymous".into(),
+            attributes: auth::RequestAttributes {
+                verb: req.method.as_str().to_lowercase(),
+                ..Default::default()
+            },
+            path: req.path.clone(),
+            code: 0,
+        };
+        let resp = match self.route(req, &mut rec).await {
             Ok(r) => r,
             Err(e) => e.response(),
-        }
+        };
+        rec.code = resp.status().as_u16();
+        rec.time = meta::now();
+        self.audit.record(&rec);
+        resp
     }
 
-    async fn route(self: &Arc<Self>, req: Req) -> Result<Response<Body>, ApiError> {
+    /// Who a bearer token belongs to (`None`: not authenticated).
+    fn authenticate(&self, token: Option<&str>) -> Option<auth::User> {
+        let token = token?;
+        if token == self.token {
+            return Some(auth::User::admin());
+        }
+        if !self.rbac {
+            return None;
+        }
+        let st = self.store.lock();
+        auth::service_account_user(&st, token)
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Req,
+        rec: &mut auth::AuditRecord,
+    ) -> Result<Response<Body>, ApiError> {
         let path = req.path.trim_end_matches('/').to_string();
         match path.as_str() {
             "/healthz" | "/readyz" | "/livez" => {
@@ -162,9 +214,10 @@ impl Server {
             "/version" => return Ok(json_resp(200, &discovery::version())),
             _ => {}
         }
-        if req.token() != Some(self.token.as_str()) {
-            return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
-        }
+        let user = self
+            .authenticate(req.token())
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
+        rec.user = user.name.clone();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let all = self.all_resources();
         let aggregated = req.wants_aggregated();
@@ -209,6 +262,35 @@ impl Server {
             _ => {}
         }
         let target = parse_target(&segs).ok_or_else(ApiError::not_found_path)?;
+        let is_watch = target.watch_prefix || req.flag("watch");
+        rec.attributes = auth::RequestAttributes {
+            verb: match (&req.method, target.name.is_some()) {
+                (&Method::GET, _) if is_watch => "watch",
+                (&Method::GET, true) => "get",
+                (&Method::GET, false) => "list",
+                (&Method::POST, _) => "create",
+                (&Method::PUT, _) => "update",
+                (&Method::PATCH, _) => "patch",
+                (&Method::DELETE, true) => "delete",
+                (&Method::DELETE, false) => "deletecollection",
+                _ => "unknown",
+            }
+            .into(),
+            group: target.group.clone(),
+            resource: target.plural.clone(),
+            subresource: target.sub.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+        };
+        if self.rbac && !user.admin {
+            let ok = {
+                let st = self.store.lock();
+                auth::allowed(&st, &user, &rec.attributes)
+            };
+            if !ok {
+                return Err(auth::forbidden(&user, &rec.attributes));
+            }
+        }
         let info = self
             .resolve(&target.group, &target.version, &target.plural)
             .ok_or_else(ApiError::not_found_path)?;
@@ -226,7 +308,6 @@ impl Server {
         let ns = target.namespace.as_deref();
         let name = target.name.as_deref();
         let sub = target.sub.as_deref();
-        let is_watch = target.watch_prefix || req.flag("watch");
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
@@ -237,7 +318,24 @@ impl Server {
         }));
         let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())))?;
         let (code, body, warnings) = answer;
-        let mut resp = json_resp(code, &body);
+        let table = (req.method == Method::GET)
+            .then(|| super::table::wanted(req.accept()))
+            .flatten();
+        let mut resp = match table {
+            Some(version) => {
+                let include = super::table::Include::from_param(req.param("includeObject"));
+                let tb = super::table::TableBuilder::new(&info, version, include);
+                let table = if name.is_none() {
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    tb.table(&items, body["metadata"].clone())
+                } else {
+                    let rv = body["metadata"]["resourceVersion"].clone();
+                    tb.table(std::slice::from_ref(&body), json!({"resourceVersion": rv}))
+                };
+                json_typed(code, &table, &super::table::content_type(version))
+            }
+            None => json_resp(code, &body),
+        };
         for w in warnings {
             let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
             if let Ok(h) = v.parse() {
@@ -449,8 +547,13 @@ impl Server {
         let warnings = validate_schema(info, &mut obj, &name, opts.fv)?;
         stamp_new(&mut obj, info.generation);
         meta::clean(&mut obj);
-        if !by_apply && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("managedFields");
+        if !by_apply {
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            if let Some(manager) = opts.manager {
+                patch::record_update(&json!({}), &mut obj, manager, None, &meta::now());
+            }
         }
         if st.get(&info.storage, ns, &name).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
@@ -547,7 +650,10 @@ impl Server {
         } else {
             field_validation(req)
         };
-        let opts = write_opts(req, fv);
+        let mut opts = write_opts(req, fv);
+        if ptype == PatchType::Apply {
+            opts.manager = None;
+        }
         let mut st = self.store.lock();
         let Some(old) = st.get(&info.storage, ns, name) else {
             if ptype == PatchType::Apply && sub.is_none() {
@@ -708,6 +814,9 @@ impl Server {
         prepare(info, &mut new, Some(old))?;
         let warnings = validate_schema(info, &mut new, name, opts.fv)?;
         meta::clean(&mut new);
+        if let Some(manager) = opts.manager {
+            patch::record_update(old, &mut new, manager, sub, &meta::now());
+        }
         if !meta::differs(old, &new) {
             return Ok((old.clone(), warnings));
         }
@@ -1145,6 +1254,7 @@ fn prepare(info: &ResourceInfo, obj: &mut Value, old: Option<&Obj>) -> Result<()
             if obj.get("type").is_none_or(|t| t.is_null() || t == "") {
                 obj["type"] = "Opaque".into();
             }
+            auth::fill_token_secret(obj, old.map(|o| &**o));
             if let Some(Value::Object(sd)) =
                 obj.as_object_mut().and_then(|o| o.remove("stringData"))
             {

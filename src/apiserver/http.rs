@@ -189,7 +189,8 @@ impl Req {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
-    fn accept(&self) -> &str {
+    /// The `Accept` header.
+    pub fn accept(&self) -> &str {
         self.headers
             .get(hyper::header::ACCEPT)
             .and_then(|v| v.to_str().ok())

@@ -2,8 +2,8 @@
 //! JSON merge patch, strategic merge patch (for built-in kinds) and server-side
 //! apply with per-applier field ownership in `metadata.managedFields`
 //! (removal of fields an applier stops applying, conflicts unless `force`).
-//! Not yet: ownership through non-apply writes (`Update` entries) and list
-//! merge keys inside apply (lists are atomic).
+//! Non-apply writes own the fields they change (`Update` entries,
+//! [`record_update`]). Not yet: list merge keys inside apply (lists are atomic).
 
 use serde_json::{Map, Value};
 
@@ -301,7 +301,17 @@ fn owned_fields(applied: &Value, status_only: bool) -> Vec<FieldPath> {
             || (first == "metadata"
                 && matches!(
                     p.get(1).map(String::as_str),
-                    Some("name" | "namespace" | "resourceVersion" | "managedFields" | "uid")
+                    Some(
+                        "name"
+                            | "namespace"
+                            | "resourceVersion"
+                            | "managedFields"
+                            | "uid"
+                            | "creationTimestamp"
+                            | "generation"
+                            | "deletionTimestamp"
+                            | "deletionGracePeriodSeconds"
+                    )
                 ));
         !ident && ((first == "status") == status_only)
     });
@@ -367,8 +377,8 @@ fn remove_path(v: &mut Value, path: &[String]) {
 /// are removed unless another applier owns them, and the manager's entry in
 /// `metadata.managedFields` records what it owns. A field another applier owns
 /// and this apply would change is a conflict (409) unless `force`, which takes
-/// it over. Ownership through non-apply writes and list merge keys are not
-/// modelled yet.
+/// it over; fields owned by `Update` entries of other managers conflict too.
+/// List merge keys are not modelled (lists are atomic).
 pub(super) fn apply_owned(
     live: &Value,
     applied: &Value,
@@ -400,7 +410,8 @@ pub(super) fn apply_owned(
         );
         if is_mine(e) {
             before = set;
-        } else if e.get("operation").and_then(Value::as_str) == Some("Apply") {
+        } else if e.get("manager").and_then(Value::as_str) != Some(manager) {
+            // Appliers and updaters alike own what they set.
             others.extend(set.into_iter().map(|p| (i, p)));
         }
     }
@@ -420,17 +431,22 @@ pub(super) fn apply_owned(
             }
         }
     }
+    // kube-apiserver's wording: updaters are shown with their apiVersion.
     let manager_of = |i: usize| -> String {
-        entries[i]
-            .get("manager")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+        let e = &entries[i];
+        let name = e.get("manager").and_then(Value::as_str).unwrap_or("");
+        match (
+            e.get("operation").and_then(Value::as_str),
+            e.get("apiVersion").and_then(Value::as_str),
+        ) {
+            (Some("Update"), Some(v)) => format!("{name}\" using {v}"),
+            _ => format!("{name}\""),
+        }
     };
     if !conflicts.is_empty() && !force {
         let shown: Vec<String> = conflicts
             .iter()
-            .map(|(i, p)| format!("conflict with \"{}\": .{}", manager_of(*i), p.join(".")))
+            .map(|(i, p)| format!("conflict with \"{}: .{}", manager_of(*i), p.join(".")))
             .collect();
         let n = conflicts.len();
         let plural = if n == 1 { "" } else { "s" };
@@ -439,7 +455,7 @@ pub(super) fn apply_owned(
             .map(|(i, p)| {
                 serde_json::json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{}\"", manager_of(*i)),
+                    "message": format!("conflict with \"{}", manager_of(*i)),
                     "field": format!(".{}", p.join(".")),
                 })
             })
@@ -503,6 +519,93 @@ pub(super) fn apply_owned(
         m.insert("managedFields".into(), Value::Array(entries));
     }
     Ok(out)
+}
+
+fn value_at<'a>(v: &'a Value, p: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for k in p {
+        cur = cur.get(k)?;
+    }
+    Some(cur)
+}
+
+/// Records a non-apply write (create, update, patch) in `managedFields` as
+/// kube-apiserver does: `manager` (operation `Update`) becomes the owner of
+/// every field it changed or added, other managers lose those fields and every
+/// manager loses fields the write removed. A write that changes no field
+/// leaves `managedFields` alone (so no-op writes stay no-ops).
+pub(super) fn record_update(
+    old: &Value,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    time: &str,
+) {
+    let status_only = subresource == Some("status");
+    let old_set = owned_fields(old, status_only);
+    let new_set = owned_fields(new, status_only);
+    let changed: Vec<FieldPath> = new_set
+        .into_iter()
+        .filter(|p| value_at(old, p) != value_at(new, p))
+        .collect();
+    let removed: Vec<FieldPath> = old_set
+        .into_iter()
+        .filter(|p| value_at(new, p).is_none())
+        .collect();
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    let touches = |p: &FieldPath, q: &FieldPath| p.starts_with(q) || q.starts_with(p);
+    let entries: Vec<Value> = new
+        .get("metadata")
+        .and_then(|m| m.get("managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+            && e.get("subresource").and_then(Value::as_str) == subresource
+    };
+    let mut mine: Vec<FieldPath> = Vec::new();
+    let mut kept: Vec<Value> = Vec::new();
+    for mut e in entries {
+        let mut set = Vec::new();
+        from_fields_v1(
+            e.get("fieldsV1").unwrap_or(&Value::Null),
+            &mut Vec::new(),
+            &mut set,
+        );
+        set.retain(|p| {
+            !changed.iter().any(|c| touches(p, c)) && !removed.iter().any(|r| touches(p, r))
+        });
+        if is_mine(&e) {
+            mine = set;
+            continue;
+        }
+        let before = e.get("fieldsV1").cloned();
+        let fields = to_fields_v1(&set);
+        if set.is_empty() {
+            continue;
+        }
+        if before.as_ref() != Some(&fields) {
+            e["fieldsV1"] = fields;
+        }
+        kept.push(e);
+    }
+    mine.extend(changed);
+    let mut entry = serde_json::json!({
+        "manager": manager, "operation": "Update",
+        "apiVersion": new.get("apiVersion").cloned().unwrap_or(Value::Null),
+        "time": time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&mine),
+    });
+    if let Some(s) = subresource {
+        entry["subresource"] = s.into();
+    }
+    kept.push(entry);
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("managedFields".into(), Value::Array(kept));
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub(super) struct ResourceInfo {
     pub generation: bool,
     /// The CRD's `openAPIV3Schema` for this version.
     pub schema: Option<Value>,
+    /// The CRD's `additionalPrinterColumns` for this version (`Null` for built-ins).
+    pub printer_columns: Value,
     pub special: Special,
     /// Where the objects are stored (shared by all versions, and by both event APIs).
     pub storage: ResKey,
@@ -93,6 +95,7 @@ fn builtin(
         generation: matches!(special, Special::Crd)
             || matches!(plural, "deployments" | "networkpolicies"),
         schema: None,
+        printer_columns: Value::Null,
         special,
         storage,
     }
@@ -291,6 +294,7 @@ pub(super) fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
             schema: v["schema"]["openAPIV3Schema"]
                 .is_object()
                 .then(|| v["schema"]["openAPIV3Schema"].clone()),
+            printer_columns: v["additionalPrinterColumns"].clone(),
             special: Special::Custom,
             storage: ResKey::new(group, plural),
         });

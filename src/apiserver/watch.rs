@@ -20,10 +20,13 @@ use super::http::{ApiError, Req};
 use super::resources::ResourceInfo;
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeType};
+use super::table::TableBuilder;
 
 /// Which changes a watch delivers.
 struct Filter {
     info: ResourceInfo,
+    /// Each event's object as a one-row Table (`Accept: …as=Table…`).
+    table: Option<TableBuilder>,
     namespace: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
@@ -54,7 +57,18 @@ impl Filter {
             ChangeType::Deleted if now || before => "DELETED",
             _ => return None,
         };
-        Some(line(kind, to_view(&self.info, &c.object)))
+        Some(line(kind, self.object(to_view(&self.info, &c.object))))
+    }
+
+    /// The event object: the view, or a one-row Table of it.
+    fn object(&self, view: Value) -> Value {
+        match &self.table {
+            Some(tb) => {
+                let rv = view["metadata"]["resourceVersion"].clone();
+                tb.table(&[view], json!({"resourceVersion": rv}))
+            }
+            None => view,
+        }
     }
 }
 
@@ -84,8 +98,16 @@ pub(super) fn start(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(info, req)?;
+    let table = super::table::wanted(req.accept()).map(|v| {
+        TableBuilder::new(
+            info,
+            v,
+            super::table::Include::from_param(req.param("includeObject")),
+        )
+    });
     let filter = Filter {
         info: info.clone(),
+        table,
         namespace: ns.map(String::from),
         labels,
         fields,
@@ -108,7 +130,7 @@ pub(super) fn start(
         if send_initial || rv_param.is_none_or(|r| r == "0") {
             for obj in st.list(&info.storage, ns) {
                 if filter.matches(&obj) {
-                    first.push(line("ADDED", to_view(info, &obj)));
+                    first.push(line("ADDED", filter.object(to_view(info, &obj))));
                 }
             }
             if send_initial {

@@ -19,6 +19,10 @@ pub struct TestApi {
     pub watch_window: usize,
     /// Interval between watch bookmarks.
     pub bookmark_interval: std::time::Duration,
+    /// RBAC enforced for ServiceAccount tokens.
+    pub rbac: bool,
+    /// Where the audit log goes, if anywhere.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl TestApi {
@@ -34,14 +38,31 @@ impl TestApi {
 
     /// Starts a server with a given change window and bookmark interval.
     pub fn start_custom(window: usize, bookmark_interval: std::time::Duration) -> Self {
+        Self::start_full(window, bookmark_interval, false, false)
+    }
+
+    /// Starts a server with RBAC on and the audit log in `DIR/audit.log`.
+    pub fn start_rbac() -> Self {
+        Self::start_full(10_000, std::time::Duration::from_secs(1), true, true)
+    }
+
+    fn start_full(
+        window: usize,
+        bookmark_interval: std::time::Duration,
+        rbac: bool,
+        audit: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
+        let audit_log = audit.then(|| dir.path().join("audit.log"));
         let mut api = Self {
             dir,
             handle: None,
             kubeconfig,
             watch_window: window,
             bookmark_interval,
+            rbac,
+            audit_log,
         };
         api.boot();
         api
@@ -51,6 +72,8 @@ impl TestApi {
         let mut config = ApiServerConfig::new(self.dir.path().join("data"));
         config.watch_window = self.watch_window;
         config.bookmark_interval = self.bookmark_interval;
+        config.rbac = self.rbac;
+        config.audit_log = self.audit_log.clone();
         let handle = ApiServer::start(config).expect("start the API server");
         std::fs::write(&self.kubeconfig, handle.kubeconfig()).expect("write kubeconfig");
         self.handle = Some(handle);
