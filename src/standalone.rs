@@ -123,6 +123,8 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
 
 /// Runs until SIGTERM or Ctrl-C, then stops cleanly.
 pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
+    // Handlers first, so a SIGTERM during start-up stops it cleanly too.
+    let mut signals = Signals::new()?;
     let (handle, kubeconfig) = start(&opts).await?;
     let registry = match &opts.registry {
         Some(address) => Registry::Given(address.clone(), opts.registry_insecure),
@@ -221,7 +223,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     println!("  kubectl apply -f examples/");
     println!("  kubectl get clusters,servers,images");
     let stopped_early = tokio::select! {
-        r = wait_for_signal() => { r?; None }
+        _ = signals.wait() => None,
         r = operator => Some(r),
     };
     println!("server-manager standalone: stopping");
@@ -298,11 +300,25 @@ pub fn playbook_version(dir: &std::path::Path) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment this is created.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -289,6 +289,34 @@ fn lab_converges_idles_and_follows_changes() {
             "{v}"
         );
     }
+    // As a user checks it: kubectl wait, the printer columns, describe.
+    lab.standalone.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "servers",
+        "--all",
+        "--timeout=120s",
+    ]);
+    let table = lab.standalone.kubectl(&["get", "servers"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "CLUSTER", "HOST", "ROLES", "READY", "PROGRESS", "AGE"
+        ],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("lab-ctrl-1") && l.contains("127.0.0.11") && l.contains("True")),
+        "{table}"
+    );
     assert_files_match_render(&lab);
     let describe = lab
         .standalone
