@@ -99,6 +99,23 @@ fn ready(s: &Value) -> bool {
     }) && s["status"]["observedGeneration"] == s["metadata"]["generation"]
 }
 
+/// Write requests (create, update, patch, delete) in the API server's audit log.
+fn audited_writes(lab: &Lab) -> usize {
+    let log = std::fs::read_to_string(lab.work.path().join("audit.log")).unwrap_or_default();
+    let writes = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| {
+            matches!(
+                r["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete" | "deletecollection")
+            )
+        })
+        .count();
+    assert!(!log.is_empty(), "the audit log is empty");
+    writes
+}
+
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -159,6 +176,8 @@ fn setup(extra_args: &[String]) -> Lab {
         registry.addr.clone(),
         "--runner-listen".into(),
         "127.0.0.1:0".into(),
+        "--audit-log".into(),
+        work.path().join("audit.log").display().to_string(),
     ];
     args.extend(extra_args.iter().cloned());
     let standalone = Standalone::start(&data, &args);
@@ -332,8 +351,14 @@ fn lab_converges_idles_and_follows_changes() {
         run_records(&lab.standalone.data_dir.join("runner")).len(),
         registry_writes(&lab.registry),
     );
+    let writes0 = audited_writes(&lab);
     assert!(reg > 0, "the registry access log counts writes");
     std::thread::sleep(Duration::from_secs(60));
+    assert_eq!(
+        audited_writes(&lab),
+        writes0,
+        "API write requests while idle"
+    );
     assert_eq!(
         lab.standalone.resource_version(),
         rv,
