@@ -118,16 +118,6 @@ pub async fn reconcile(
     result
 }
 
-fn cond(
-    type_: &str,
-    status: ConditionStatus,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    Condition::new(type_, status, reason, message, generation)
-}
-
 /// The status of a recorded (package) Image.
 pub fn package_status(image: &Image) -> ImageStatus {
     let generation = image.meta().generation;
@@ -137,7 +127,7 @@ pub fn package_status(image: &Image) -> ImageStatus {
     st.digest = None;
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             READY,
             ConditionStatus::True,
             reason::RECORDED,
@@ -147,7 +137,7 @@ pub fn package_status(image: &Image) -> ImageStatus {
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             RECONCILING,
             ConditionStatus::False,
             reason::AS_EXPECTED,
@@ -157,7 +147,7 @@ pub fn package_status(image: &Image) -> ImageStatus {
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             STALLED,
             ConditionStatus::False,
             reason::AS_EXPECTED,
@@ -204,7 +194,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
     st.observed_generation = generation;
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             RECONCILING,
             ConditionStatus::True,
             reason::PUSHING,
@@ -214,7 +204,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             READY,
             ConditionStatus::False,
             reason::PUSHING,
@@ -224,7 +214,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             STALLED,
             ConditionStatus::False,
             reason::AS_EXPECTED,
@@ -260,7 +250,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
                 let msg = format!("pushing to the registry: {} of {} MiB", d >> 20, t >> 20);
                 set_condition(
                     &mut next.conditions,
-                    cond(
+                    Condition::new(
                         RECONCILING,
                         ConditionStatus::True,
                         reason::PUSHING,
@@ -304,7 +294,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             st.bytes_pushed = Some(pushed.bytes_uploaded);
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     PUSHED,
                     ConditionStatus::True,
                     reason::PUSHED,
@@ -314,7 +304,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     READY,
                     ConditionStatus::True,
                     reason::PUSHED,
@@ -324,7 +314,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     RECONCILING,
                     ConditionStatus::False,
                     reason::AS_EXPECTED,
@@ -334,7 +324,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     STALLED,
                     ConditionStatus::False,
                     reason::AS_EXPECTED,
@@ -361,7 +351,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             let msg = format!("{}: {}", e.reason, e.message);
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     PUSHED,
                     ConditionStatus::False,
                     reason::PUSH_FAILED,
@@ -371,7 +361,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     READY,
                     ConditionStatus::False,
                     reason::PUSH_FAILED,
@@ -386,7 +376,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             };
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     RECONCILING,
                     reconciling,
                     reason::BACKING_OFF,
@@ -396,7 +386,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     STALLED,
                     stalled,
                     reason::PUSH_FAILED,
@@ -537,7 +527,7 @@ mod tests {
         };
         set_condition(
             &mut st.conditions,
-            cond(READY, ConditionStatus::True, reason::PUSHED, "", Some(1)),
+            Condition::new(READY, ConditionStatus::True, reason::PUSHED, "", Some(1)),
         );
         i.status = Some(st.clone());
         assert!(!is_done(&i));

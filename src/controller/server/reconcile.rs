@@ -306,20 +306,6 @@ pub fn desired(server: &Server, stores: &Stores, ctx: &Context) -> Result<Desire
     })
 }
 
-fn cond(
-    type_: &str,
-    status: ConditionStatus,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    Condition::new(type_, status, reason, message, generation)
-}
-
-fn now_string() -> String {
-    crate::crd::now_rfc3339()
-}
-
 /// Reconciles one Server (with the finalizer helper).
 pub async fn reconcile(
     server: Arc<Server>,
@@ -391,7 +377,7 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
         let msg = "External server: counted for derived parameters, never provisioned";
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 READY,
                 ConditionStatus::True,
                 reason::EXTERNAL,
@@ -401,7 +387,7 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
         );
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 RECONCILING,
                 ConditionStatus::False,
                 reason::EXTERNAL,
@@ -411,7 +397,7 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
         );
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 STALLED,
                 ConditionStatus::False,
                 reason::EXTERNAL,
@@ -427,7 +413,7 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
     if server.spec.suspend && !poll_first {
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 RECONCILING,
                 ConditionStatus::False,
                 reason::SUSPENDED,
@@ -491,7 +477,7 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
 fn steady(st: &mut ServerStatus, generation: Option<i64>) {
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             READY,
             ConditionStatus::True,
             reason::PROVISIONED,
@@ -501,7 +487,7 @@ fn steady(st: &mut ServerStatus, generation: Option<i64>) {
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             PROVISIONED,
             ConditionStatus::True,
             reason::PROVISIONED,
@@ -511,7 +497,7 @@ fn steady(st: &mut ServerStatus, generation: Option<i64>) {
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             RECONCILING,
             ConditionStatus::False,
             reason::AS_EXPECTED,
@@ -521,7 +507,7 @@ fn steady(st: &mut ServerStatus, generation: Option<i64>) {
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             STALLED,
             ConditionStatus::False,
             reason::AS_EXPECTED,
@@ -560,7 +546,7 @@ async fn block(
         .map(|c| c.reason.clone());
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             READY,
             ConditionStatus::False,
             b.reason,
@@ -575,7 +561,7 @@ async fn block(
     };
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             RECONCILING,
             reconciling,
             b.reason,
@@ -585,7 +571,7 @@ async fn block(
     );
     set_condition(
         &mut st.conditions,
-        cond(STALLED, stalled, b.reason, b.message.clone(), generation),
+        Condition::new(STALLED, stalled, b.reason, b.message.clone(), generation),
     );
     let current = server.status.clone();
     write_status(&ctx.client, server, current.as_ref(), &st).await?;
@@ -757,7 +743,7 @@ async fn start(
                 format!("waiting for a rollout slot ({max} Server(s) of the cluster at a time)");
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     RECONCILING,
                     ConditionStatus::True,
                     reason::WAITING_FOR_ROLLOUT,
@@ -826,7 +812,7 @@ async fn start(
         playbook: playbook.as_str().to_string(),
         hash: Some(desired.hash.clone()),
         state: "queued".into(),
-        start_time: Some(now_string()),
+        start_time: Some(crate::crd::now_rfc3339()),
         ..Default::default()
     });
     if retry_token.is_some() {
@@ -837,7 +823,7 @@ async fn start(
         let msg = format!("run {id} applies configuration {}", &desired.hash);
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 RECONCILING,
                 ConditionStatus::True,
                 reason::PROVISIONING,
@@ -847,7 +833,7 @@ async fn start(
         );
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 READY,
                 ConditionStatus::False,
                 reason::PROVISIONING,
@@ -857,7 +843,7 @@ async fn start(
         );
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 STALLED,
                 ConditionStatus::False,
                 reason::AS_EXPECTED,
@@ -888,7 +874,7 @@ async fn poll(
             let msg = format!("failed to poll run {}: {e}", run.id);
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     RECONCILING,
                     ConditionStatus::True,
                     reason::RUNNER_UNAVAILABLE,
@@ -907,14 +893,14 @@ async fn poll(
     let Some(report) = report else {
         // The runner lost the run (restart with lost data): redo it.
         run.state = "failed".into();
-        run.completion_time = Some(now_string());
+        run.completion_time = Some(crate::crd::now_rfc3339());
         run.message = Some("the playbook runner lost this run; it is started again".into());
         st.run = Some(run.clone());
         st.next_retry_time = None;
         st.progress = None;
         set_condition(
             &mut st.conditions,
-            cond(
+            Condition::new(
                 RECONCILING,
                 ConditionStatus::True,
                 reason::RUN_LOST,
@@ -969,7 +955,7 @@ async fn poll(
                 );
                 set_condition(
                     &mut st.conditions,
-                    cond(
+                    Condition::new(
                         DRIFTED,
                         ConditionStatus::True,
                         reason::DRIFT_DETECTED,
@@ -990,7 +976,7 @@ async fn poll(
             } else {
                 set_condition(
                     &mut st.conditions,
-                    cond(
+                    Condition::new(
                         DRIFTED,
                         ConditionStatus::False,
                         reason::NO_DRIFT,
@@ -1006,7 +992,7 @@ async fn poll(
             let msg = format!("drift check failed: {}", report.message.unwrap_or_default());
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     DRIFTED,
                     ConditionStatus::Unknown,
                     reason::PROVISIONING_FAILED,
@@ -1048,7 +1034,7 @@ async fn poll(
             if was_drifted {
                 set_condition(
                     &mut st.conditions,
-                    cond(
+                    Condition::new(
                         DRIFTED,
                         ConditionStatus::False,
                         reason::NO_DRIFT,
@@ -1113,11 +1099,11 @@ async fn poll(
             };
             set_condition(
                 &mut st.conditions,
-                cond(READY, ConditionStatus::False, r, msg.clone(), generation),
+                Condition::new(READY, ConditionStatus::False, r, msg.clone(), generation),
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     RECONCILING,
                     ConditionStatus::True,
                     reason::BACKING_OFF,
@@ -1190,7 +1176,7 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
             );
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     READY,
                     ConditionStatus::False,
                     reason::DEPROVISIONING_FAILED,
@@ -1223,7 +1209,7 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
             let msg = format!("failed to start the deprovision run: {e}");
             set_condition(
                 &mut st.conditions,
-                cond(
+                Condition::new(
                     READY,
                     ConditionStatus::False,
                     reason::RUNNER_UNAVAILABLE,
@@ -1242,13 +1228,13 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
         playbook: "deprovision".into(),
         hash: None,
         state: "queued".into(),
-        start_time: Some(now_string()),
+        start_time: Some(crate::crd::now_rfc3339()),
         ..Default::default()
     });
     let msg = "removing containers and files";
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             READY,
             ConditionStatus::False,
             reason::DEPROVISIONING,
@@ -1258,7 +1244,7 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
     );
     set_condition(
         &mut st.conditions,
-        cond(
+        Condition::new(
             RECONCILING,
             ConditionStatus::True,
             reason::DEPROVISIONING,
