@@ -137,6 +137,11 @@ struct StandaloneArgs {
     /// subresource, namespace, name, code) to this file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Start no operator: the API server, the playbook runner and the
+    /// registry only. Run `server-manager operator` against DATA_DIR/kubeconfig
+    /// (or a ServiceAccount's token, with --rbac) yourself.
+    #[arg(long)]
+    no_operator: bool,
 }
 
 /// Flags of `server-manager operator`.
@@ -511,6 +516,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     opts.backoff.cap = std::time::Duration::from_secs(args.max_backoff.max(1));
     opts.rbac = args.rbac;
     opts.audit_log = args.audit_log;
+    opts.operator = !args.no_operator;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }

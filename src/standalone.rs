@@ -42,6 +42,9 @@ pub struct StandaloneOptions {
     pub rbac: bool,
     /// The API server's audit log (JSON lines), if any.
     pub audit_log: Option<PathBuf>,
+    /// Run the operator in this process (otherwise run `server-manager
+    /// operator` yourself, e.g. with a ServiceAccount's token).
+    pub operator: bool,
 }
 
 impl StandaloneOptions {
@@ -63,6 +66,7 @@ impl StandaloneOptions {
             backoff: Default::default(),
             rbac: false,
             audit_log: None,
+            operator: true,
         }
     }
 }
@@ -199,15 +203,17 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         instance: format!("standalone-{}", std::process::id()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(crate::controller::operator::run(
-        client,
-        operator_config,
-        std::sync::Arc::new(engine),
-        std::sync::Arc::new(runner_client),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let operator = opts.operator.then(|| {
+        tokio::spawn(crate::controller::operator::run(
+            client,
+            operator_config,
+            std::sync::Arc::new(engine),
+            std::sync::Arc::new(runner_client),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ))
+    });
 
     println!(
         "server-manager standalone: API server listening on {}",
@@ -222,9 +228,18 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl apply -f examples/");
     println!("  kubectl get clusters,servers,images");
-    let stopped_early = tokio::select! {
-        _ = signals.wait() => None,
-        r = operator => Some(r),
+    if operator.is_none() {
+        println!("  operator: not started (--no-operator); run `server-manager operator`");
+    }
+    let stopped_early = match operator {
+        Some(operator) => tokio::select! {
+            _ = signals.wait() => None,
+            r = operator => Some(r),
+        },
+        None => {
+            signals.wait().await;
+            None
+        }
     };
     println!("server-manager standalone: stopping");
     if stopped_early.is_none() {

@@ -218,6 +218,34 @@ fn smp_list(field: &str, doc: &[Value], patch: &[Value]) -> Value {
     Value::Array(out)
 }
 
+/// Equality of JSON values as structured-merge-diff compares them: numbers
+/// by value, so `1000` and `1000.0` are the same (a float field written by a
+/// typed client and an integer written from YAML).
+fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_json(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || matches!((x.as_f64(), y.as_f64()), (Some(f), Some(g)) if f == g)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Merges an applied configuration into the live object (maps merged
 /// recursively, lists replaced, nulls ignored); ownership is [`apply_owned`]'s.
 pub(super) fn apply(doc: &Value, applied: &Value) -> Value {
@@ -426,7 +454,7 @@ pub(super) fn apply_owned(
     let mut conflicts: Vec<(usize, FieldPath)> = Vec::new();
     for p in &now {
         for (i, o) in &others {
-            if o == p && at(live, p) != at(applied, p) {
+            if o == p && !same_value(at(live, p).as_ref(), at(applied, p).as_ref()) {
                 conflicts.push((*i, p.clone()));
             }
         }
@@ -615,6 +643,15 @@ mod apply_tests {
 
     fn cm(data: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data})
+    }
+
+    #[test]
+    fn numbers_compare_by_value_as_in_structured_merge_diff() {
+        assert!(same_json(&json!({"m": [1000]}), &json!({"m": [1000.0]})));
+        assert!(!same_json(&json!({"m": 1}), &json!({"m": 1.5})));
+        assert!(!same_json(&json!({"m": 1}), &json!({"m": "1"})));
+        assert!(same_value(None, None));
+        assert!(!same_value(Some(&json!(1)), None));
     }
 
     #[test]

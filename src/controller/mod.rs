@@ -165,7 +165,13 @@ pub async fn publish<K>(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+    // Without the resourceVersion, as client-go's event correlator keys
+    // events: the same event about the same object again within kube's
+    // cache window becomes one Event with a growing `series` (a patch)
+    // rather than a new Event per status write.
+    let mut regarding = obj.object_ref(&());
+    regarding.resource_version = None;
+    if let Err(e) = recorder.publish(&event, &regarding).await {
         tracing::warn!(error = %e, reason, "failed to record event");
     }
 }

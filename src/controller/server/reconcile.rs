@@ -1045,12 +1045,10 @@ async fn poll(
             }
             steady(&mut st, generation);
             write_status(&ctx.client, server, current.as_ref(), &st).await?;
-            let note = format!(
-                "run {} applied configuration {} ({} task(s) changed)",
-                run.id,
-                run.hash.as_deref().unwrap_or(""),
-                report.changed
-            );
+            // Repeats of this event within minutes are one Event with a
+            // series (see `publish`), so the note says nothing run-specific;
+            // status.run names the run.
+            let note = "the host runs the Server's desired configuration".to_string();
             publish(
                 &ctx.recorder,
                 server,
