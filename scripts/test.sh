@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry ansible python3-docker openssh-server busybox-static openssl)
+packages=(docker-registry ansible python3-docker openssh-server busybox-static openssl lua5.1 lua-cjson)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-for tool in cargo docker kubectl docker-registry ansible-playbook /usr/sbin/sshd busybox openssl python3; do
+for tool in cargo docker kubectl docker-registry ansible-playbook /usr/sbin/sshd busybox openssl python3 lua5.1 curl; do
   command -v "$tool" >/dev/null || { echo "FATAL: $tool not found" >&2; exit 1; }
 done
 docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" >&2; exit 1; }

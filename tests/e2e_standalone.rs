@@ -1,6 +1,14 @@
 //! End to end, as a user runs it: `server-manager standalone`, `kubectl apply -f
 //! examples/` (adapted to loopback hosts), real sshd hosts, real ansible, the
 //! machine's Docker engine, a real registry.
+//!
+//! The operator runs as the Helm chart runs it: the chart is installed with
+//! Helm's own code into standalone's API server, which enforces RBAC; the
+//! operator gets the container arguments and environment of the chart's
+//! Deployment and a token of the chart's ServiceAccount. At the end the
+//! API server's audit of the operator's requests is held against the chart's
+//! Roles: a refused request (a missing permission) or a grant nothing used
+//! fails the test.
 
 mod support;
 
@@ -9,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::chart::{ChartOperator, Substitutes};
 use support::lab::{
     Host, Standalone, container_exists, docker_cat, image_tarball, registry_writes, run_records,
     suffix,
@@ -21,7 +30,14 @@ const MANAGED: [(&str, &str, &[&str]); 3] = [
     ("lab-compute-1", "127.0.0.21", &["agent"]),
 ];
 
+/// The chart's release (namespace default).
+const RELEASE: &str = "sm";
+
 struct Lab {
+    // Dropped first: the operator stops before the API server does.
+    operator: ChartOperator,
+    /// `system:serviceaccount:default:<the chart's ServiceAccount>`.
+    operator_user: String,
     standalone: Standalone,
     registry: TestRegistry,
     hosts: BTreeMap<String, Host>,
@@ -99,10 +115,13 @@ fn ready(s: &Value) -> bool {
     }) && s["status"]["observedGeneration"] == s["metadata"]["generation"]
 }
 
-/// Write requests (create, update, patch, delete) in the API server's audit log.
-fn audited_writes(lab: &Lab) -> usize {
+/// Write requests (create, update, patch, delete) in the API server's audit
+/// log: (to the leader-election Lease, to anything else).
+fn audited_writes(lab: &Lab) -> (usize, usize) {
     let log = std::fs::read_to_string(lab.work.path().join("audit.log")).unwrap_or_default();
-    let writes = log
+    assert!(!log.is_empty(), "the audit log is empty");
+    let (mut lease, mut other) = (0, 0);
+    for r in log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|r| {
@@ -111,9 +130,28 @@ fn audited_writes(lab: &Lab) -> usize {
                 Some("create" | "update" | "patch" | "delete" | "deletecollection")
             )
         })
-        .count();
-    assert!(!log.is_empty(), "the audit log is empty");
-    writes
+    {
+        if r["resource"] == "leases" && r["user"] == lab.operator_user {
+            lease += 1;
+        } else {
+            other += 1;
+        }
+    }
+    (lease, other)
+}
+
+/// The resourceVersion of every Cluster, Server and Image.
+fn object_versions(lab: &Lab) -> Vec<String> {
+    lab.standalone
+        .kubectl(&[
+            "get",
+            "clusters,servers,images",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.resourceVersion} {end}",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 fn now() -> String {
@@ -171,17 +209,24 @@ fn setup(extra_args: &[String]) -> Lab {
     adapt_examples(&hosts, &registry.addr, &tarball, &manifests);
     let data = work.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
+    let runner_listen = format!("127.0.0.1:{}", support::free_port());
     let mut args = vec![
         "--registry".to_string(),
         registry.addr.clone(),
         "--runner-listen".into(),
-        "127.0.0.1:0".into(),
+        runner_listen.clone(),
         "--audit-log".into(),
         work.path().join("audit.log").display().to_string(),
+        "--rbac".into(),
+        "--no-operator".into(),
     ];
     args.extend(extra_args.iter().cloned());
     let standalone = Standalone::start(&data, &args);
+    let (operator, operator_user) =
+        chart_operator(&standalone, &registry.addr, &runner_listen, work.path());
     Lab {
+        operator,
+        operator_user,
         standalone,
         registry,
         hosts,
@@ -189,6 +234,76 @@ fn setup(extra_args: &[String]) -> Lab {
         work,
         run_id,
     }
+}
+
+/// Installs the chart (its registry off: the operator pushes to the lab's)
+/// and starts the operator as the chart's Deployment runs it, with a token
+/// of the chart's ServiceAccount.
+fn chart_operator(
+    standalone: &Standalone,
+    registry: &str,
+    runner_listen: &str,
+    work: &Path,
+) -> (ChartOperator, String) {
+    use support::chart::{chart_dir, helm, service_account_token, token_kubeconfig};
+    let values = json!({"registry": {"enabled": false, "address": registry, "insecure": true}});
+    let r = helm(
+        &standalone.kubeconfig,
+        &work.join("helm-home"),
+        &[
+            "install",
+            RELEASE,
+            chart_dir().to_str().unwrap(),
+            &values.to_string(),
+        ],
+    );
+    assert_eq!(r["status"], "deployed", "{r}");
+    let deployment: Value = serde_json::from_str(&standalone.kubectl(&[
+        "get",
+        "deployment",
+        &format!("{RELEASE}-server-manager-operator"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName")
+        .to_string();
+    let token = service_account_token(|a| standalone.kubectl(a), "default", &sa);
+    let kubeconfig = work.join("operator-kubeconfig");
+    token_kubeconfig(&standalone.kubeconfig, &token, &kubeconfig);
+    let subs = Substitutes {
+        runner_token_file: standalone.data_dir.join("runner-token"),
+        runner_url: format!("http://{runner_listen}"),
+        health_listen: format!("127.0.0.1:{}", support::free_port()),
+        namespace: "default".into(),
+        pod_name: format!("{RELEASE}-server-manager-operator-0"),
+    };
+    let operator = ChartOperator::start(
+        &deployment,
+        &kubeconfig,
+        &subs,
+        &standalone.data_dir.join("standalone.log"),
+    );
+    (operator, format!("system:serviceaccount:default:{sa}"))
+}
+
+/// The chart's ClusterRole and Roles, as installed.
+fn chart_roles(lab: &Lab) -> Vec<Value> {
+    let list: Value = serde_json::from_str(&lab.standalone.kubectl(&[
+        "get",
+        "clusterroles,roles",
+        "-A",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let roles = list["items"].as_array().unwrap().clone();
+    assert!(roles.len() >= 3, "{roles:#?}");
+    roles
 }
 
 fn wait_all_ready(lab: &Lab, timeout: Duration) {
@@ -308,6 +423,14 @@ fn lab_converges_idles_and_follows_changes() {
             "{v}"
         );
     }
+    // The chart's probes pass on the operator.
+    for url in &lab.operator.probe_urls {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--noproxy", "*", url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "probe {url} failed");
+    }
     // As a user checks it: kubectl wait, the printer columns, describe.
     lab.standalone.kubectl(&[
         "wait",
@@ -346,24 +469,23 @@ fn lab_converges_idles_and_follows_changes() {
     );
 
     // Idle: nothing is written anywhere.
-    let (rv, runs, reg) = (
-        lab.standalone.resource_version(),
+    // Only the leader's Lease renewals (every 5 s) are written.
+    let (versions, runs, reg) = (
+        object_versions(&lab),
         run_records(&lab.standalone.data_dir.join("runner")).len(),
         registry_writes(&lab.registry),
     );
-    let writes0 = audited_writes(&lab);
+    let (lease0, writes0) = audited_writes(&lab);
     assert!(reg > 0, "the registry access log counts writes");
     std::thread::sleep(Duration::from_secs(60));
-    assert_eq!(
-        audited_writes(&lab),
-        writes0,
-        "API write requests while idle"
+    let (lease1, writes1) = audited_writes(&lab);
+    assert_eq!(writes1, writes0, "API write requests while idle");
+    assert!(
+        (8..=16).contains(&(lease1 - lease0)),
+        "{} Lease renewals in 60 s",
+        lease1 - lease0
     );
-    assert_eq!(
-        lab.standalone.resource_version(),
-        rv,
-        "API writes while idle"
-    );
+    assert_eq!(object_versions(&lab), versions, "API writes while idle");
     assert_eq!(
         run_records(&lab.standalone.data_dir.join("runner")).len(),
         runs,
@@ -373,6 +495,17 @@ fn lab_converges_idles_and_follows_changes() {
         registry_writes(&lab.registry),
         reg,
         "registry writes while idle"
+    );
+
+    // GitOps: applying the same manifests again changes nothing.
+    let again = lab
+        .standalone
+        .kubectl(&["apply", "-f", lab.manifests.to_str().unwrap()]);
+    let lines: Vec<&str> = again.lines().collect();
+    assert_eq!(lines.len(), 10, "{again}");
+    assert!(
+        lines.iter().all(|l| l.ends_with(" unchanged")),
+        "a second kubectl apply of the same manifests changed something:\n{again}"
     );
 
     // A cluster parameter every role file has: every managed Server, one at a time.
@@ -504,4 +637,34 @@ fn lab_converges_idles_and_follows_changes() {
                 .is_ok_and(|t| t.contains("controller_nodes = 127.0.0.11,127.0.0.10\n"))
         });
     wait_all_ready(&lab, Duration::from_secs(300));
+
+    // No controller writes to spec: only the user's kubectl owns spec fields.
+    let all: Value = serde_json::from_str(&lab.standalone.kubectl(&[
+        "get",
+        "clusters,servers,images",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    for o in all["items"].as_array().unwrap() {
+        for m in o["metadata"]["managedFields"].as_array().unwrap() {
+            let manager = m["manager"].as_str().unwrap_or("");
+            if m["fieldsV1"].get("f:spec").is_some() {
+                assert!(
+                    manager.starts_with("kubectl"),
+                    "{} {}: {manager} owns spec fields: {m:#}",
+                    o["kind"],
+                    o["metadata"]["name"]
+                );
+            }
+        }
+    }
+
+    // The chart's RBAC is exactly what the operator used.
+    support::chart::assert_grants_used(
+        &lab.work.path().join("audit.log"),
+        &lab.operator_user,
+        &chart_roles(&lab),
+    );
 }

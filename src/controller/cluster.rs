@@ -1,9 +1,11 @@
 //! The Cluster controller: a summary of its Servers in status (total, ready,
-//! `Ready`). The summary is a pure function of the Cluster and the Servers.
+//! and the kstatus conditions: `Ready` when all are, `Stalled` when any is,
+//! `Reconciling` while some are on their way). The summary is a pure
+//! function of the Cluster and the Servers.
 
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{READY, reason};
+use super::conditions::{READY, RECONCILING, STALLED, reason};
 use crate::crd::{Cluster, ClusterStatus, Condition, ConditionStatus, Server, set_condition};
 
 /// The status `cluster` should have given `servers` (any Servers; those of other
@@ -15,13 +17,19 @@ pub fn summarize(cluster: &Cluster, servers: &[Server]) -> ClusterStatus {
         .iter()
         .filter(|s| s.namespace() == cluster.namespace() && s.spec.cluster_ref.name == name)
         .collect();
-    let is_ready = |s: &Server| {
+    let is_true = |s: &Server, type_: &str| {
         s.status.as_ref().is_some_and(|st| {
             st.conditions
                 .iter()
-                .any(|c| c.type_ == READY && c.status == ConditionStatus::True)
+                .any(|c| c.type_ == type_ && c.status == ConditionStatus::True)
         })
     };
+    let is_ready = |s: &Server| is_true(s, READY);
+    let stalled: Vec<String> = members
+        .iter()
+        .filter(|s| is_true(s, STALLED))
+        .map(|s| s.name_any())
+        .collect();
     let ready = members.iter().filter(|s| is_ready(s)).count();
     let not_ready: Vec<String> = members
         .iter()
@@ -38,32 +46,80 @@ pub fn summarize(cluster: &Cluster, servers: &[Server]) -> ClusterStatus {
             generation,
         )
     } else {
-        let mut shown = not_ready.clone();
-        shown.truncate(10);
-        let more = if not_ready.len() > shown.len() {
-            ", …"
-        } else {
-            ""
-        };
         Condition::new(
             READY,
             ConditionStatus::False,
             reason::SERVERS_NOT_READY,
             format!(
-                "{} of {} Servers ready; not ready: {}{more}",
+                "{} of {} Servers ready; not ready: {}",
                 ready,
                 members.len(),
-                shown.join(", ")
+                listed(&not_ready)
             ),
             generation,
         )
     };
+    let (reconciling, stalled) = if !stalled.is_empty() {
+        let message = format!("stalled: {}", listed(&stalled));
+        (
+            Condition::new(
+                RECONCILING,
+                ConditionStatus::False,
+                reason::SERVERS_STALLED,
+                message.clone(),
+                generation,
+            ),
+            Condition::new(
+                STALLED,
+                ConditionStatus::True,
+                reason::SERVERS_STALLED,
+                message,
+                generation,
+            ),
+        )
+    } else {
+        let (status, why, message) = if not_ready.is_empty() {
+            (ConditionStatus::False, reason::AS_EXPECTED, String::new())
+        } else {
+            (
+                ConditionStatus::True,
+                reason::SERVERS_NOT_READY,
+                condition.message.clone(),
+            )
+        };
+        (
+            Condition::new(RECONCILING, status, why, message, generation),
+            Condition::new(
+                STALLED,
+                ConditionStatus::False,
+                reason::AS_EXPECTED,
+                "",
+                generation,
+            ),
+        )
+    };
     let mut status = cluster.status.clone().unwrap_or_default();
     set_condition(&mut status.conditions, condition);
+    set_condition(&mut status.conditions, reconciling);
+    set_condition(&mut status.conditions, stalled);
     status.observed_generation = generation;
     status.servers_total = u32::try_from(members.len()).unwrap_or(u32::MAX);
     status.servers_ready = u32::try_from(ready).unwrap_or(u32::MAX);
     status
+}
+
+/// Up to ten names, comma-separated, then "…".
+fn listed(names: &[String]) -> String {
+    let mut out = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 10 {
+        out.push_str(", …");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -124,8 +180,38 @@ mod tests {
         assert_eq!(ready.status, ConditionStatus::False);
         assert_eq!(ready.message, "1 of 3 Servers ready; not ready: b, c");
 
+        let cond = |st: &ClusterStatus, t: &str| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status.clone())
+        };
+        assert_eq!(cond(&st, RECONCILING), Some(ConditionStatus::True));
+        assert_eq!(cond(&st, STALLED), Some(ConditionStatus::False));
+
+        // A stalled Server stalls the Cluster (kstatus: Failed, not InProgress).
+        let mut stuck = servers.clone();
+        stuck[1]
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .push(Condition::new(
+                STALLED,
+                ConditionStatus::True,
+                "X",
+                "",
+                None,
+            ));
+        let st = summarize(&c, &stuck);
+        assert_eq!(cond(&st, STALLED), Some(ConditionStatus::True));
+        assert_eq!(cond(&st, RECONCILING), Some(ConditionStatus::False));
+        assert!(st.conditions.iter().any(|c| c.message == "stalled: b"));
+
         let st = summarize(&c, &servers[..1]);
-        assert_eq!(st.conditions[0].status, ConditionStatus::True);
+        assert_eq!(cond(&st, READY), Some(ConditionStatus::True));
+        assert_eq!(cond(&st, RECONCILING), Some(ConditionStatus::False));
+        assert_eq!(cond(&st, STALLED), Some(ConditionStatus::False));
         // Recomputing from a status that already holds the result changes nothing.
         c.status = Some(st.clone());
         assert_eq!(summarize(&c, &servers[..1]), st);

@@ -70,4 +70,6 @@ pub mod reason {
     pub const ALL_SERVERS_READY: &str = "AllServersReady";
     /// Some managed Servers are not Ready.
     pub const SERVERS_NOT_READY: &str = "ServersNotReady";
+    /// Some of a Cluster's Servers are Stalled.
+    pub const SERVERS_STALLED: &str = "ServersStalled";
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod chart;
 pub mod http_tools;
 pub mod images;
 pub mod lab;
