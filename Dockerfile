@@ -34,13 +34,15 @@ CMD ["operator", "--help"]
 
 # ---- runner: ansible (with the community.docker collection Debian ships in
 # it) and an SSH client; tests/runner_image.rs checks these are the packages
-# the runner's tests run with ---------------------------------------------------
+# the runner's tests run with. ssh refuses to run for a uid without a passwd
+# entry: run it as 10001 (the chart does), not as an arbitrary uid ---------
 FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim AS runner
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ansible openssh-client \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp runner
+ && groupadd --gid 10001 runner \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp runner
 COPY --from=build /server-manager /usr/local/bin/server-manager
 COPY playbooks /usr/share/server-manager/playbooks
 ENV HOME=/tmp

@@ -71,6 +71,76 @@ impl RunnerProcess {
         panic!("the playbook runner did not start: {log}");
     }
 
+    /// The runner as the chart's Deployment runs it: its container args
+    /// (paths mapped to `dirs`), user 10001 with no capabilities and no new
+    /// privileges, and only PATH and the chart's env (HOME=/tmp, mapped to
+    /// `dirs.home`, the chart's writable emptyDir).
+    async fn start_as_chart(dirs: &ChartDirs) -> RunnerProcess {
+        require("setpriv", "util-linux");
+        let home = tempfile::tempdir().unwrap();
+        let objects = support::chart::render(&serde_json::json!({}), home.path());
+        let deployment = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Deployment"
+                    && o["metadata"]["name"].as_str().unwrap().ends_with("-runner")
+            })
+            .expect("runner Deployment");
+        let pod = &deployment["spec"]["template"]["spec"];
+        let uid = pod["securityContext"]["runAsUser"].as_i64().unwrap();
+        let container = &pod["containers"][0];
+        let port = free_port();
+        let mut args = Vec::new();
+        for a in container["args"].as_array().unwrap() {
+            let a = a.as_str().unwrap();
+            let (flag, _) = a.split_once('=').unwrap_or((a, ""));
+            args.push(match flag {
+                "playbook-runner" | "--max-concurrent" | "--run-timeout" => a.to_string(),
+                "--listen" => format!("--listen=127.0.0.1:{port}"),
+                "--data-dir" => format!("--data-dir={}", dirs.data.display()),
+                "--token-file" => format!("--token-file={}", dirs.token.display()),
+                "--playbooks" => format!(
+                    "--playbooks={}",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks")
+                ),
+                other => panic!("the chart's runner argument {other} is unknown to this test"),
+            });
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", "--no-new-privs", "--inh-caps=-all", "--"])
+            .arg(env!("CARGO_BIN_EXE_server-manager"))
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        for e in container["env"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap();
+            assert_eq!((name, e["value"].as_str()), ("HOME", Some("/tmp")));
+            cmd.env("HOME", &dirs.home);
+        }
+        let stderr = std::fs::File::create(dirs.root.path().join("runner.stderr")).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the runner under setpriv");
+        let runner = RunnerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = runner.client();
+        for _ in 0..200 {
+            if client.healthy().await {
+                return runner;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log =
+            std::fs::read_to_string(dirs.root.path().join("runner.stderr")).unwrap_or_default();
+        panic!("the playbook runner did not start as user {uid}: {log}");
+    }
+
     fn client(&self) -> RunnerClient {
         RunnerClient::new(&self.url, TOKEN).expect("client")
     }
@@ -85,6 +155,63 @@ impl RunnerProcess {
 impl Drop for RunnerProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The writable places the chart gives the runner, owned by its user: the
+/// data volume, HOME (/tmp, an emptyDir) and the token file.
+struct ChartDirs {
+    root: tempfile::TempDir,
+    data: PathBuf,
+    home: PathBuf,
+    token: PathBuf,
+}
+
+impl ChartDirs {
+    fn new(uid: u32) -> ChartDirs {
+        // The image has this user (Dockerfile: useradd --uid 10001); ssh
+        // refuses to run for a uid without a passwd entry, so the machine
+        // needs it too, made the same way.
+        let known = Command::new("getent")
+            .args(["passwd", &uid.to_string()])
+            .output()
+            .unwrap();
+        if !known.status.success() {
+            let _ = Command::new("groupadd")
+                .args(["--gid", &uid.to_string(), "sm-runner"])
+                .output();
+            run(Command::new("useradd").args([
+                "--uid",
+                &uid.to_string(),
+                "--gid",
+                &uid.to_string(),
+                "--no-create-home",
+                "--home-dir",
+                "/tmp",
+                "sm-runner",
+            ]));
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (data, home, token) = (
+            root.path().join("data"),
+            root.path().join("home"),
+            root.path().join("token"),
+        );
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(&token, TOKEN).unwrap();
+        for p in [&data, &home, &token] {
+            std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+        }
+        // The temp dir itself: traversable by the user, as /var/lib is.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        ChartDirs {
+            root,
+            data,
+            home,
+            token,
+        }
     }
 }
 
@@ -984,4 +1111,55 @@ async fn registry_credentials_log_in_and_never_leak() {
         &[data.path()],
         &seen,
     );
+}
+
+/// The runner as the chart runs it (non-root, no capabilities, HOME=/tmp, a
+/// read-only root filesystem but for its volumes) provisions a host: what
+/// it writes is under its data volume and HOME only.
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_provisions_unprivileged_as_the_chart_runs_it() {
+    const UID: u32 = 10001;
+    let mut fx = Fixture::new();
+    let sshd = TestSshd::start();
+    let dirs = ChartDirs::new(UID);
+    let runner = RunnerProcess::start_as_chart(&dirs).await;
+    let client = runner.client();
+    let host = Host::new(&mut fx, &["controller"]);
+    let roles = vec![RoleSpec {
+        name: "controller".into(),
+        config: "[GLOBAL]\ncontroller_nodes = 127.0.0.1\n".into(),
+        image: fx.image.clone(),
+    }];
+    let req = request(Playbook::Provision, target(&sshd), host.vars(roles));
+    let mut seen = Seen::default();
+    let status = run_to_end(&client, &req, &mut seen).await;
+    assert_eq!(
+        status.state,
+        RunState::Succeeded,
+        "{status:?}\n{}",
+        seen.0.join("\n")
+    );
+    assert!(host.config_path("controller").exists());
+    // A second run changes nothing.
+    let again = run_to_end(&client, &req, &mut seen).await;
+    assert_eq!(again.state, RunState::Succeeded, "{again:?}");
+    assert_eq!(again.changed, 0, "{again:?}");
+
+    // Nothing of the runner's user anywhere else it could write (the
+    // world-writable places but /tmp, which the chart mounts writable;
+    // everything else is root's): on the chart's read-only root filesystem
+    // all of it fits in the volumes.
+    let strays = run(Command::new("find").args([
+        "/var/tmp",
+        "/dev/shm",
+        "-xdev",
+        "-user",
+        &UID.to_string(),
+    ]));
+    assert!(
+        strays.trim().is_empty(),
+        "the runner wrote outside its volumes: {strays}"
+    );
+    let in_home = run(Command::new("find").arg(&dirs.home));
+    assert!(in_home.lines().count() >= 1, "{in_home}");
 }
