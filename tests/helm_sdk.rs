@@ -8,7 +8,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::apiserver::TestApi;
 
@@ -16,38 +15,8 @@ fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/helm"))
 }
 
-fn require_sdk() {
-    let ok = Command::new("python3")
-        .args(["-c", "import helm_python"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "python3 module helm_python is missing: scripts/test.sh installs it (pip install helm-python-sdk)"
-    );
-}
-
 fn helm(api: &TestApi, args: &[&str]) -> serde_json::Value {
-    let script = fixtures().join("helm_action.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&api.kubeconfig)
-        .args(args)
-        .env("HOME", api.dir.path().join("home"))
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from helm_action.py")
+    support::chart::helm(&api.kubeconfig, &api.dir.path().join("home"), args)
 }
 
 const OWNED: &[&str] = &[
@@ -69,7 +38,7 @@ fn get_owned<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn helm_installs_upgrades_and_uninstalls_a_chart() {
-    require_sdk();
+    support::chart::require_sdk();
     let api = TestApi::start();
     let chart = fixtures().join("demo");
     let chart = chart.to_str().expect("path");

@@ -184,7 +184,7 @@ mod tests {
             st.conditions
                 .iter()
                 .find(|c| c.type_ == t)
-                .map(|c| c.status.clone())
+                .map(|c| c.status)
         };
         assert_eq!(cond(&st, RECONCILING), Some(ConditionStatus::True));
         assert_eq!(cond(&st, STALLED), Some(ConditionStatus::False));
