@@ -531,6 +531,12 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
     let chart = chart.to_str().unwrap();
     let r = helm(&api.kubeconfig, &home, &["install", "sm", chart, "{}"]);
     assert_eq!(r["status"], "deployed", "{r}");
+    // Helm keeps the release in a Secret, as its default driver does.
+    assert_eq!(
+        api.ok(&["get", "secrets", "-l", "owner=helm,name=sm", "-o", "name"])
+            .trim(),
+        "secret/sh.helm.release.v1.sm.v1"
+    );
     // Every object of the release exists.
     let manifest = r["manifest"].as_str().expect("release manifest");
     let mut objects = Vec::new();
@@ -614,4 +620,80 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
     );
     // Helm never deletes CRDs (nor the resources users made of them).
     api.ok(&["get", "crd", "servers.servermanager.contrail.io"]);
+}
+
+/// The audit comparison the end-to-end test makes (support::chart), on a
+/// made-up audit log: it fails on a refused request and on an unused grant.
+#[test]
+fn rbac_audit_comparison_fails_on_refusals_and_unused_grants() {
+    use support::chart::assert_grants_used;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let user = "system:serviceaccount:default:op";
+    let record =
+        |verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str, code: u16| {
+            json!({"user": user, "verb": verb, "apiGroup": group, "resource": resource,
+               "subresource": sub, "namespace": ns, "name": name, "code": code})
+            .to_string()
+        };
+    let role = json!({"kind": "Role", "metadata": {"name": "r", "namespace": "default"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "resourceNames": ["server-manager"], "verbs": ["get", "update"]}]});
+    let cluster_role = json!({"kind": "ClusterRole", "metadata": {"name": "c"},
+        "rules": [{"apiGroups": ["servermanager.contrail.io"],
+                   "resources": ["servers/status"], "verbs": ["patch"]}]});
+    let roles = [role, cluster_role];
+    let used = [
+        record(
+            "get",
+            "coordination.k8s.io",
+            "leases",
+            "",
+            "default",
+            "server-manager",
+            200,
+        ),
+        record(
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            "",
+            "default",
+            "server-manager",
+            200,
+        ),
+        record(
+            "patch",
+            "servermanager.contrail.io",
+            "servers",
+            "status",
+            "lab",
+            "a",
+            200,
+        ),
+    ];
+    std::fs::write(&log, used.join("\n")).unwrap();
+    assert_grants_used(&log, user, &roles);
+
+    let fails = |lines: &[String]| {
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        std::panic::catch_unwind(|| assert_grants_used(&log, user, &roles)).is_err()
+    };
+    // A grant nothing used: the update of the Lease.
+    assert!(fails(&[used[0].clone(), used[2].clone()]));
+    // Used only in another namespace than the Role's.
+    let elsewhere = record(
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        "",
+        "other",
+        "server-manager",
+        200,
+    );
+    assert!(fails(&[used[0].clone(), elsewhere, used[2].clone()]));
+    // A refused request: a missing permission.
+    let mut refused = used.to_vec();
+    refused.push(record("list", "", "secrets", "", "default", "", 403));
+    assert!(fails(&refused));
 }

@@ -750,11 +750,13 @@ async fn failures_name_their_cause_and_change_nothing() {
     let mut t = target(&sshd);
     t.known_hosts = sshd.wrong_known_hosts();
     let wrong_key = request(Playbook::Provision, t, host.vars(vec![role.clone()]));
-    // Unreachable host: nothing listens on that port.
+    // Unreachable host: nothing listens on that port (of an address no test
+    // listens on, so no concurrent test can take the port meanwhile).
     let mut t = target(&sshd);
+    t.host = "127.0.0.254".into();
     t.port = free_port();
     t.known_hosts = format!(
-        "[127.0.0.1]:{} {}",
+        "[127.0.0.254]:{} {}",
         t.port,
         sshd.known_hosts()
             .split_once(' ')
