@@ -647,19 +647,7 @@ fn lab_converges_idles_and_follows_changes() {
         "--show-managed-fields",
     ]))
     .unwrap();
-    for o in all["items"].as_array().unwrap() {
-        for m in o["metadata"]["managedFields"].as_array().unwrap() {
-            let manager = m["manager"].as_str().unwrap_or("");
-            if m["fieldsV1"].get("f:spec").is_some() {
-                assert!(
-                    manager.starts_with("kubectl"),
-                    "{} {}: {manager} owns spec fields: {m:#}",
-                    o["kind"],
-                    o["metadata"]["name"]
-                );
-            }
-        }
-    }
+    support::lab::assert_only_kubectl_owns_spec(all["items"].as_array().unwrap());
 
     // The chart's RBAC is exactly what the operator used.
     support::chart::assert_grants_used(

@@ -73,3 +73,21 @@ pub mod reason {
     /// Some of a Cluster's Servers are Stalled.
     pub const SERVERS_STALLED: &str = "ServersStalled";
 }
+
+/// Sets the kstatus pair of an object neither in progress nor blocked:
+/// `Reconciling` and `Stalled` False, reason `AsExpected`.
+pub fn mark_settled(conditions: &mut Vec<crate::crd::Condition>, generation: Option<i64>) {
+    use crate::crd::{Condition, ConditionStatus, set_condition};
+    for type_ in [RECONCILING, STALLED] {
+        set_condition(
+            conditions,
+            Condition::new(
+                type_,
+                ConditionStatus::False,
+                reason::AS_EXPECTED,
+                "",
+                generation,
+            ),
+        );
+    }
+}

@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{PUSHED, READY, RECONCILING, STALLED, reason};
+use super::conditions::{PUSHED, READY, RECONCILING, STALLED, mark_settled, reason};
 use super::{Context, Error, publish, write_status};
 use crate::crd::{
     Condition, ConditionStatus, Image, ImageCategory, ImageSpec, ImageStatus, set_condition,
@@ -135,26 +135,7 @@ pub fn package_status(image: &Image) -> ImageStatus {
             generation,
         ),
     );
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            RECONCILING,
-            ConditionStatus::False,
-            reason::AS_EXPECTED,
-            "",
-            generation,
-        ),
-    );
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            STALLED,
-            ConditionStatus::False,
-            reason::AS_EXPECTED,
-            "",
-            generation,
-        ),
-    );
+    mark_settled(&mut st.conditions, generation);
     st.conditions.retain(|c| c.type_ != PUSHED);
     st
 }
@@ -312,26 +293,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
                     generation,
                 ),
             );
-            set_condition(
-                &mut st.conditions,
-                Condition::new(
-                    RECONCILING,
-                    ConditionStatus::False,
-                    reason::AS_EXPECTED,
-                    "",
-                    generation,
-                ),
-            );
-            set_condition(
-                &mut st.conditions,
-                Condition::new(
-                    STALLED,
-                    ConditionStatus::False,
-                    reason::AS_EXPECTED,
-                    "",
-                    generation,
-                ),
-            );
+            mark_settled(&mut st.conditions, generation);
             write_status(&ctx.client, image, current.as_ref(), &st).await?;
             let note = format!("pushed {msg}, {} bytes uploaded", pushed.bytes_uploaded);
             publish(

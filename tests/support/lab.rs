@@ -433,3 +433,24 @@ pub fn server_manifest(
         }
     })
 }
+
+/// No controller writes to spec: in every object's managedFields, only a
+/// kubectl manager owns `f:spec` fields.
+pub fn assert_only_kubectl_owns_spec(objects: &[Value]) {
+    for o in objects {
+        for m in o["metadata"]["managedFields"]
+            .as_array()
+            .expect("managedFields")
+        {
+            let manager = m["manager"].as_str().unwrap_or("");
+            if m["fieldsV1"].get("f:spec").is_some() {
+                assert!(
+                    manager.starts_with("kubectl"),
+                    "{} {}: {manager} owns spec fields: {m:#}",
+                    o["kind"],
+                    o["metadata"]["name"]
+                );
+            }
+        }
+    }
+}

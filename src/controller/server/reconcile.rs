@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::decide::{Next, Situation, decide, in_flight};
 use crate::config::{self, EffectiveConfig};
-use crate::controller::conditions::{DRIFTED, PROVISIONED, READY, RECONCILING, STALLED, reason};
+use crate::controller::conditions::{
+    DRIFTED, PROVISIONED, READY, RECONCILING, STALLED, mark_settled, reason,
+};
 use crate::controller::{Context, Error, publish, write_status};
 use crate::crd::{
     Cluster, Condition, ConditionStatus, ContainerStatus, Image, Role, RunStatus, Server,
@@ -495,26 +497,7 @@ fn steady(st: &mut ServerStatus, generation: Option<i64>) {
             generation,
         ),
     );
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            RECONCILING,
-            ConditionStatus::False,
-            reason::AS_EXPECTED,
-            "",
-            generation,
-        ),
-    );
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            STALLED,
-            ConditionStatus::False,
-            reason::AS_EXPECTED,
-            "",
-            generation,
-        ),
-    );
+    mark_settled(&mut st.conditions, generation);
     st.progress = None;
     st.failures = 0;
     st.next_retry_time = None;
