@@ -7,9 +7,9 @@
 //! live objects, agrees with kstatus.
 //!
 //! The examples' tarballs do not exist here: the container Images stall on
-//! them (Degraded), the managed Servers and the Cluster wait for them
-//! (Progressing); the External Server and the package Image are Ready
-//! (Healthy).
+//! them, and so do the managed Servers that need them and their Cluster
+//! (Degraded); the External Server and the package Image are Ready
+//! (Healthy); an unobserved generation is Progressing.
 
 mod support;
 
@@ -104,7 +104,8 @@ fn objects(s: &Standalone) -> Vec<Value> {
     list["items"].as_array().unwrap().clone()
 }
 
-/// Every object observed at its generation, with the three kstatus conditions.
+/// Every object observed at its generation, with the three kstatus
+/// conditions, and done: Current or Failed, as `flux`'s wait sees it.
 fn settled(s: &Standalone) -> bool {
     let all = objects(s);
     all.len() == 10
@@ -113,6 +114,7 @@ fn settled(s: &Standalone) -> bool {
                 && ["Ready", "Reconciling", "Stalled"]
                     .iter()
                     .all(|t| condition(o, t).is_some())
+                && kstatus(o) != "Progressing"
         })
 }
 
@@ -188,20 +190,23 @@ fn examples_apply_idempotently_and_report_kstatus_and_argocd_health() {
         .find(|o| o["metadata"]["name"] == "lab-ext-ctrl")
         .unwrap();
     assert_eq!(argocd_health(ext).0, "Healthy");
-    assert!(seen.contains("Progressing"), "{seen:?}");
-    // A container Image whose tarball is missing is Degraded; the Servers
-    // that need it wait for it; so does their Cluster.
+    // A container Image whose tarball is missing is Degraded, and so are the
+    // Servers that need it (they cannot progress without a change) and
+    // their Cluster.
     let by_name = |n: &str| all.iter().find(|o| o["metadata"]["name"] == n).unwrap();
     let (health, message) = argocd_health(by_name("controller-5.0-214"));
     assert_eq!(health, "Degraded");
     assert!(message.contains("tarball"), "{message}");
     let ctrl = by_name("lab-ctrl-1");
     let (health, message) = argocd_health(ctrl);
-    assert_eq!(health, "Progressing");
-    assert!(message.contains("ImageNotReady"), "{message}");
+    assert_eq!(health, "Degraded");
+    assert!(
+        message.contains("ImageNotReady") && message.contains("cannot be pushed"),
+        "{message}"
+    );
     let (health, message) = argocd_health(by_name("lab"));
-    assert_eq!(health, "Progressing");
-    assert!(message.contains("1 of 4 Servers ready"), "{message}");
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("ServersStalled"), "{message}");
     // A spec change not yet observed is Progressing, whatever the conditions.
     let mut newer = ctrl.clone();
     newer["metadata"]["generation"] = Value::from(2);

@@ -140,6 +140,21 @@ pub fn package_status(image: &Image) -> ImageStatus {
     st
 }
 
+/// The message of the Image's `Stalled` condition when it is True for the
+/// current generation (the push cannot succeed without a change).
+pub fn stalled(image: &Image) -> Option<String> {
+    image.status.as_ref().and_then(|st| {
+        st.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == STALLED
+                    && c.status == ConditionStatus::True
+                    && c.observed_generation == image.meta().generation
+            })
+            .map(|c| c.message.clone())
+    })
+}
+
 /// Whether the Image is pushed for its current generation.
 pub fn is_done(image: &Image) -> bool {
     image.status.as_ref().is_some_and(|st| {

@@ -259,11 +259,22 @@ pub fn desired(server: &Server, stores: &Stores, ctx: &Context) -> Result<Desire
             ));
         }
         if !crate::controller::image::is_done(&image) {
-            return Err(Blocked::new(
-                reason::IMAGE_NOT_READY,
-                format!("Image {name} (role {role}) is not pushed yet"),
-                false,
-            ));
+            // An Image that cannot be pushed without a change (a bad
+            // tarball) stalls its Servers too, so kstatus readers (Flux's
+            // wait, Argo CD) report failure instead of waiting forever; the
+            // Image's next change wakes the Server (it watches Images).
+            return Err(match crate::controller::image::stalled(&image) {
+                Some(why) => Blocked::new(
+                    reason::IMAGE_NOT_READY,
+                    format!("Image {name} (role {role}) cannot be pushed: {why}"),
+                    true,
+                ),
+                None => Blocked::new(
+                    reason::IMAGE_NOT_READY,
+                    format!("Image {name} (role {role}) is not pushed yet"),
+                    false,
+                ),
+            });
         }
         let reference =
             ImageReference::new(&registry, &image.spec.image_id, *role, &image.spec.version)
