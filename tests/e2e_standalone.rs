@@ -639,15 +639,7 @@ fn lab_converges_idles_and_follows_changes() {
     wait_all_ready(&lab, Duration::from_secs(300));
 
     // No controller writes to spec: only the user's kubectl owns spec fields.
-    let all: Value = serde_json::from_str(&lab.standalone.kubectl(&[
-        "get",
-        "clusters,servers,images",
-        "-o",
-        "json",
-        "--show-managed-fields",
-    ]))
-    .unwrap();
-    support::lab::assert_only_kubectl_owns_spec(all["items"].as_array().unwrap());
+    support::lab::assert_only_kubectl_owns_spec(&lab.standalone.contrail_objects());
 
     // The chart's RBAC is exactly what the operator used.
     support::chart::assert_grants_used(

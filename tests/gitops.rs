@@ -92,22 +92,10 @@ io.write(hs.status, "\n", hs.message or "", "\n")"#,
     )
 }
 
-fn objects(s: &Standalone) -> Vec<Value> {
-    let list: Value = serde_json::from_str(&s.kubectl(&[
-        "get",
-        "clusters,servers,images",
-        "-o",
-        "json",
-        "--show-managed-fields",
-    ]))
-    .unwrap();
-    list["items"].as_array().unwrap().clone()
-}
-
 /// Every object observed at its generation, with the three kstatus
 /// conditions, and done: Current or Failed, as `flux`'s wait sees it.
 fn settled(s: &Standalone) -> bool {
-    let all = objects(s);
+    let all = s.contrail_objects();
     all.len() == 10
         && all.iter().all(|o| {
             o["status"]["observedGeneration"] == o["metadata"]["generation"]
@@ -162,7 +150,7 @@ fn examples_apply_idempotently_and_report_kstatus_and_argocd_health() {
         String::from_utf8_lossy(&diff.stdout)
     );
 
-    let all = objects(&s);
+    let all = s.contrail_objects();
     let mut seen = std::collections::BTreeSet::new();
     for o in &all {
         let name = format!("{}/{}", o["kind"], o["metadata"]["name"]);

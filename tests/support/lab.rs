@@ -143,6 +143,19 @@ impl Standalone {
         ok.then(|| serde_json::from_str(&out).expect("json"))
     }
 
+    /// Every Cluster, Server and Image, with managedFields.
+    pub fn contrail_objects(&self) -> Vec<Value> {
+        let list: Value = serde_json::from_str(&self.kubectl(&[
+            "get",
+            "clusters,servers,images",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ]))
+        .expect("json");
+        list["items"].as_array().expect("items").clone()
+    }
+
     /// The global resourceVersion: a list's, which the API server sets to its
     /// latest (kubectl's own `-o json` lists leave it empty, so ask raw).
     pub fn resource_version(&self) -> u64 {
