@@ -92,6 +92,33 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the Lease up if this replica holds it (on a clean shutdown), as
+    /// client-go's ReleaseOnCancel does: a standby takes over at its next
+    /// attempt instead of waiting for the Lease to expire.
+    pub async fn release(&self) -> Result<(), LeaderError> {
+        let api_err = |source| LeaderError::Api {
+            name: self.config.name.clone(),
+            source,
+        };
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await.map_err(api_err)? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+        let name = lease.name_any();
+        self.api
+            .replace(&name, &PostParams::default(), &lease)
+            .await
+            .map_err(api_err)?;
+        tracing::info!(lease = %self.config.name, identity = %self.config.identity, "released leadership");
+        Ok(())
+    }
+
     async fn try_acquire(&self) -> Result<Attempt, LeaderError> {
         let api_err = |source| LeaderError::Api {
             name: self.config.name.clone(),

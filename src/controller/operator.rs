@@ -90,8 +90,16 @@ pub async fn run(
         .leader
         .clone()
         .map(|l| LeaderElector::new(client.clone(), l));
+    let mut shutdown = std::pin::pin!(shutdown);
     if let Some(e) = &elector {
-        e.acquire().await?;
+        // A standby is healthy and ready to take over: ready, so a rolling
+        // update of the Deployment can replace the leader (whose Lease is
+        // released when it stops); a stop while waiting is a clean exit.
+        health.ready.store(true, Ordering::Relaxed);
+        tokio::select! {
+            r = e.acquire() => r?,
+            _ = &mut shutdown => return Ok(()),
+        }
     }
 
     let recorder = Recorder::new(
@@ -276,10 +284,15 @@ pub async fn run(
         }
     };
     tokio::select! {
-        _ = shutdown => {
+        _ = &mut shutdown => {
             tracing::info!("shutting down: letting in-flight reconciles finish");
             let _ = shutdown_tx.send(());
             let _ = controllers.await;
+            if let Some(e) = &elector
+                && let Err(err) = e.release().await
+            {
+                tracing::warn!(error = %err, "could not release the Lease; it expires on its own");
+            }
             Ok(())
         }
         lost = lost => {
