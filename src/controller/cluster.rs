@@ -5,7 +5,7 @@
 
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{READY, RECONCILING, STALLED, reason};
+use super::conditions::{READY, STALLED, mark_settled, mark_unsettled, reason};
 use crate::crd::{Cluster, ClusterStatus, Condition, ConditionStatus, Server, set_condition};
 
 /// The status `cluster` should have given `servers` (any Servers; those of other
@@ -59,49 +59,19 @@ pub fn summarize(cluster: &Cluster, servers: &[Server]) -> ClusterStatus {
             generation,
         )
     };
-    let (reconciling, stalled) = if !stalled.is_empty() {
-        let message = format!("stalled: {}", listed(&stalled));
-        (
-            Condition::new(
-                RECONCILING,
-                ConditionStatus::False,
-                reason::SERVERS_STALLED,
-                message.clone(),
-                generation,
-            ),
-            Condition::new(
-                STALLED,
-                ConditionStatus::True,
-                reason::SERVERS_STALLED,
-                message,
-                generation,
-            ),
-        )
-    } else {
-        let (status, why, message) = if not_ready.is_empty() {
-            (ConditionStatus::False, reason::AS_EXPECTED, String::new())
-        } else {
-            (
-                ConditionStatus::True,
-                reason::SERVERS_NOT_READY,
-                condition.message.clone(),
-            )
-        };
-        (
-            Condition::new(RECONCILING, status, why, message, generation),
-            Condition::new(
-                STALLED,
-                ConditionStatus::False,
-                reason::AS_EXPECTED,
-                "",
-                generation,
-            ),
-        )
-    };
+    let ready_message = condition.message.clone();
     let mut status = cluster.status.clone().unwrap_or_default();
     set_condition(&mut status.conditions, condition);
-    set_condition(&mut status.conditions, reconciling);
-    set_condition(&mut status.conditions, stalled);
+    if !stalled.is_empty() {
+        let message = format!("stalled: {}", listed(&stalled));
+        let why = (reason::SERVERS_STALLED, message);
+        mark_unsettled(&mut status.conditions, true, why.clone(), why, generation);
+    } else if not_ready.is_empty() {
+        mark_settled(&mut status.conditions, generation);
+    } else {
+        let why = (reason::SERVERS_NOT_READY, ready_message);
+        mark_unsettled(&mut status.conditions, false, why.clone(), why, generation);
+    }
     status.observed_generation = generation;
     status.servers_total = u32::try_from(members.len()).unwrap_or(u32::MAX);
     status.servers_ready = u32::try_from(ready).unwrap_or(u32::MAX);
@@ -125,6 +95,7 @@ fn listed(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::conditions::RECONCILING;
     use crate::crd::{ClusterSpec, LocalObjectReference, ServerSpec, ServerStatus};
 
     fn server(name: &str, cluster: &str, ready: Option<bool>) -> Server {

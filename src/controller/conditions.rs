@@ -91,3 +91,38 @@ pub fn mark_settled(conditions: &mut Vec<crate::crd::Condition>, generation: Opt
         );
     }
 }
+
+/// Sets the kstatus pair of an object that is not where it should be:
+/// `Reconciling` True while it is on its way, `Stalled` True when it cannot
+/// get there until something outside changes (the other one False), each
+/// with its own (reason, message).
+pub fn mark_unsettled(
+    conditions: &mut Vec<crate::crd::Condition>,
+    stalled: bool,
+    reconciling: (&str, String),
+    stall: (&str, String),
+    generation: Option<i64>,
+) {
+    use crate::crd::{Condition, ConditionStatus, set_condition};
+    let status = |on: bool| {
+        if on {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    };
+    set_condition(
+        conditions,
+        Condition::new(
+            RECONCILING,
+            status(!stalled),
+            reconciling.0,
+            reconciling.1,
+            generation,
+        ),
+    );
+    set_condition(
+        conditions,
+        Condition::new(STALLED, status(stalled), stall.0, stall.1, generation),
+    );
+}

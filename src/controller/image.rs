@@ -14,7 +14,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{PUSHED, READY, RECONCILING, STALLED, mark_settled, reason};
+use super::conditions::{
+    PUSHED, READY, RECONCILING, STALLED, mark_settled, mark_unsettled, reason,
+};
 use super::{Context, Error, publish, write_status};
 use crate::crd::{
     Condition, ConditionStatus, Image, ImageCategory, ImageSpec, ImageStatus, set_condition,
@@ -346,30 +348,15 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
                     generation,
                 ),
             );
-            let (reconciling, stalled) = if e.permanent {
-                (ConditionStatus::False, ConditionStatus::True)
-            } else {
-                (ConditionStatus::True, ConditionStatus::False)
-            };
-            set_condition(
+            mark_unsettled(
                 &mut st.conditions,
-                Condition::new(
-                    RECONCILING,
-                    reconciling,
+                e.permanent,
+                (
                     reason::BACKING_OFF,
                     format!("retrying in {}s", wait.as_secs()),
-                    generation,
                 ),
-            );
-            set_condition(
-                &mut st.conditions,
-                Condition::new(
-                    STALLED,
-                    stalled,
-                    reason::PUSH_FAILED,
-                    msg.clone(),
-                    generation,
-                ),
+                (reason::PUSH_FAILED, msg.clone()),
+                generation,
             );
             write_status(&ctx.client, image, current.as_ref(), &st).await?;
             publish(

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::decide::{Next, Situation, decide, in_flight};
 use crate::config::{self, EffectiveConfig};
 use crate::controller::conditions::{
-    DRIFTED, PROVISIONED, READY, RECONCILING, STALLED, mark_settled, reason,
+    DRIFTED, PROVISIONED, READY, RECONCILING, STALLED, mark_settled, mark_unsettled, reason,
 };
 use crate::controller::{Context, Error, publish, write_status};
 use crate::crd::{
@@ -548,24 +548,12 @@ async fn block(
             generation,
         ),
     );
-    let (reconciling, stalled) = if b.stalled {
-        (ConditionStatus::False, ConditionStatus::True)
-    } else {
-        (ConditionStatus::True, ConditionStatus::False)
-    };
-    set_condition(
+    mark_unsettled(
         &mut st.conditions,
-        Condition::new(
-            RECONCILING,
-            reconciling,
-            b.reason,
-            b.message.clone(),
-            generation,
-        ),
-    );
-    set_condition(
-        &mut st.conditions,
-        Condition::new(STALLED, stalled, b.reason, b.message.clone(), generation),
+        b.stalled,
+        (b.reason, b.message.clone()),
+        (b.reason, b.message.clone()),
+        generation,
     );
     let current = server.status.clone();
     write_status(&ctx.client, server, current.as_ref(), &st).await?;
