@@ -305,8 +305,17 @@ const STRING_KEYS: [&str; 6] = [
     "redis_password",
 ];
 
+/// Strings a string-typed key can hold: not the words contrailctl reads as
+/// booleans (the renderer refuses those: `check_plain_string` in render.rs).
 fn safe_string() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_.:/-]{1,12}( [A-Za-z0-9é{}'|]{1,8}){0,2}"
+    "[A-Za-z0-9_.:/-]{1,12}( [A-Za-z0-9é{}'|]{1,8}){0,2}".prop_filter(
+        "contrailctl reads it as a boolean",
+        |s| {
+            !["yes", "true", "no", "false"]
+                .iter()
+                .any(|b| s.eq_ignore_ascii_case(b))
+        },
+    )
 }
 
 fn section_strategy() -> impl Strategy<Value = SectionParameters> {
