@@ -104,6 +104,27 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunnerEr
 }
 
 /// The final state, return code, failed task and message of a run.
+/// With pipelining, Ansible writes the module into `ssh` at once; when ssh
+/// has already exited (it could not connect) Ansible reports only "Broken
+/// pipe" and ssh's own diagnosis is lost. The cause is then found the way
+/// ssh meets it: a TCP connection to the host's port, whose error replaces
+/// the uninformative one. `None` when the message is not that case or the
+/// port answers (the pipe broke for another reason).
+async fn diagnose_broken_pipe(message: &str, host: &str, port: u16) -> Option<String> {
+    if !(message.contains("unreachable over SSH") && message.contains("Broken pipe")) {
+        return None;
+    }
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let error = match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => return None,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "Connection timed out".to_string(),
+    };
+    Some(format!(
+        "host {host}:{port} unreachable over SSH: connect to host {host} port {port}: {error}"
+    ))
+}
+
 pub fn conclude(
     outcome: &Outcome,
     playbook: Playbook,
@@ -425,13 +446,18 @@ impl Runner {
             &hook,
         )
         .await;
-        let (state, code, failed_task, message) = conclude(
+        let (state, code, failed_task, mut message) = conclude(
             &outcome,
             request.playbook,
             &request.target.host,
             request.target.port,
             timeout,
         );
+        if let Some(diagnosed) =
+            diagnose_broken_pipe(&message, &request.target.host, request.target.port).await
+        {
+            message = diagnosed;
+        }
         log.line(&format!("finished: {} ({message})", state.as_str()));
         {
             let mut inner = self.lock();
@@ -820,5 +846,26 @@ mod tests {
             t,
         );
         assert_eq!(timed_out.3, "timed out after 5s");
+    }
+
+    #[tokio::test]
+    async fn a_broken_pipe_is_diagnosed_by_connecting() {
+        let pipe = "host 127.0.0.1:PORT unreachable over SSH: [Errno 32] Broken pipe";
+        // Nothing listens: the connection's own error names the cause.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let got = diagnose_broken_pipe(pipe, "127.0.0.1", port).await.unwrap();
+        assert!(got.contains("unreachable over SSH"), "{got}");
+        assert!(got.contains("Connection refused"), "{got}");
+        // The port answers: the pipe broke for another reason, kept as is.
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = open.local_addr().unwrap().port();
+        assert_eq!(diagnose_broken_pipe(pipe, "127.0.0.1", port).await, None);
+        // Other failures are not touched.
+        assert_eq!(
+            diagnose_broken_pipe("task 'x' failed: Broken pipe", "127.0.0.1", port).await,
+            None
+        );
     }
 }
