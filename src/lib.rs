@@ -13,6 +13,8 @@
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server.
 //! - [`standalone`]: `server-manager standalone` (API server + CRDs + kubeconfig,
 //!   operator, playbook runner).
+//! - [`validation`]: rules on user input (host paths, image paths) defined
+//!   once, used by the CRD schemas and by the runner and image engine.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
 //! - [`logs`]: `server-manager logs` (a Server's host log files through the
 //!   runner).
@@ -28,3 +30,4 @@ pub mod manifests;
 pub mod registry;
 pub mod runner;
 pub mod standalone;
+pub mod validation;

@@ -119,6 +119,10 @@ struct StandaloneArgs {
     /// /usr/share/server-manager/playbooks).
     #[arg(long)]
     playbooks: Option<PathBuf>,
+    /// The only directory Image tarballs (`spec.source.path`) are read from
+    /// (default: DATA_DIR/images, created if missing).
+    #[arg(long)]
+    image_dir: Option<PathBuf>,
     /// Seconds between drift checks of a provisioned Server (0: never).
     #[arg(long, default_value_t = 600)]
     drift_interval: u64,
@@ -184,6 +188,10 @@ struct OperatorArgs {
     /// each Server's desired hash).
     #[arg(long, default_value = "playbooks")]
     playbooks: PathBuf,
+    /// The only directory Image tarballs (`spec.source.path`) are read from;
+    /// a path leading outside it, symbolic links included, is refused.
+    #[arg(long, env = "SM_IMAGE_DIR", default_value = server_manager::validation::DEFAULT_IMAGE_DIR)]
+    image_dir: PathBuf,
 }
 
 /// Flags of `server-manager playbook-runner`.
@@ -511,6 +519,9 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if let Some(p) = args.playbooks {
         opts.playbooks = p;
     }
+    if let Some(d) = args.image_dir {
+        opts.image_dir = d;
+    }
     opts.drift_interval = seconds(args.drift_interval);
     opts.health_listen = args.health_listen;
     opts.backoff.cap = std::time::Duration::from_secs(args.max_backoff.max(1));
@@ -565,6 +576,7 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
                 insecure: args.registry_insecure,
                 ..Default::default()
             },
+            image_dir: args.image_dir,
         };
         let runner = server_manager::runner::RunnerClient::new(&args.runner_url, token.trim())?;
         controller::operator::run(

@@ -25,6 +25,9 @@ pub struct StandaloneOptions {
     pub runner: Option<(String, String)>,
     /// The playbooks directory.
     pub playbooks: PathBuf,
+    /// The only directory Image tarballs are read from (`DATA_DIR/images` by
+    /// default; created when missing).
+    pub image_dir: PathBuf,
     /// An existing registry (`host:port`); when `None` one is started on
     /// `registry_listen`.
     pub registry: Option<String>,
@@ -52,8 +55,10 @@ impl StandaloneOptions {
     /// registry on 5000, playbooks found next to the sources or in
     /// /usr/share/server-manager/playbooks.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir: PathBuf = data_dir.into();
         StandaloneOptions {
-            data_dir: data_dir.into(),
+            image_dir: data_dir.join("images"),
+            data_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             runner_listen: SocketAddr::from(([127, 0, 0, 1], 9003)),
             runner: None,
@@ -178,12 +183,19 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
 
     // The operator, with this process as its only replica.
     let client = kube::Client::try_from(handle.client_config())?;
+    std::fs::create_dir_all(&opts.image_dir).with_context(|| {
+        format!(
+            "failed to create the image directory {}",
+            opts.image_dir.display()
+        )
+    })?;
     let engine = crate::controller::image::RegistryEngine {
         registry: crate::registry::RegistryConfig {
             address: registry_address.clone(),
             insecure: registry_insecure,
             ..Default::default()
         },
+        image_dir: opts.image_dir.clone(),
     };
     let runner_client = crate::runner::client::RunnerClient::new(&runner_url, &token)?;
     let settings = crate::controller::Settings {
@@ -224,6 +236,10 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         opts.data_dir.join("runner-token").display()
     );
     println!("  registry: {registry_address}");
+    println!(
+        "  Image tarballs (spec.source.path) are read from {}",
+        opts.image_dir.display()
+    );
     println!("To use it:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl apply -f examples/");

@@ -86,6 +86,8 @@ fn failures_are_reported_back_off_and_recover() {
         &[
             "--registry".into(),
             registry.addr.clone(),
+            "--image-dir".into(),
+            work.path().display().to_string(),
             "--runner-listen".into(),
             "127.0.0.1:0".into(),
             "--max-backoff".into(),
@@ -131,8 +133,12 @@ fn failures_are_reported_back_off_and_recover() {
         &["agent"],
         layout("refused"),
     );
+    // A configuration directory below a regular file: the task creating it
+    // fails on the host.
     let mut bad = layout("badtask");
-    bad["configDir"] = json!("/proc/sm-e2e-not-writable/etc");
+    let not_a_dir = host.root.path().join("not-a-directory");
+    std::fs::write(&not_a_dir, "a file").unwrap();
+    bad["configDir"] = json!(not_a_dir.join("etc").display().to_string());
     let bad_task = server_manifest(
         "f-badtask",
         "f",
@@ -291,6 +297,8 @@ fn operator_and_runner_restarts_converge_without_duplicate_runs() {
         &[
             "--registry".into(),
             registry.addr.clone(),
+            "--image-dir".into(),
+            work.path().display().to_string(),
             "--runner-url".into(),
             format!("http://127.0.0.1:{runner_port}"),
             "--runner-token-file".into(),

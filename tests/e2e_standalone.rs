@@ -277,6 +277,7 @@ fn chart_operator(
         runner_token_file: standalone.data_dir.join("runner-token"),
         runner_url: format!("http://{runner_listen}"),
         health_listen: format!("127.0.0.1:{}", support::free_port()),
+        image_dir: work.to_path_buf(),
         namespace: "default".into(),
         pod_name: format!("{RELEASE}-server-manager-operator-0"),
     };

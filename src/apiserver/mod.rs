@@ -48,7 +48,7 @@ mod meta;
 mod patch;
 mod proto;
 mod resources;
-mod schema;
+pub(crate) mod schema;
 mod select;
 mod store;
 mod table;

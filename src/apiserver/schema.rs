@@ -416,7 +416,7 @@ fn cel_rules(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
 }
 
 /// Compiles and runs one CEL rule with `self` = `v`.
-pub(super) fn eval_rule(expr: &str, v: &Value) -> Result<bool, String> {
+pub(crate) fn eval_rule(expr: &str, v: &Value) -> Result<bool, String> {
     let program = cel_interpreter::Program::compile(expr).map_err(|e| e.to_string())?;
     let mut ctx = cel_interpreter::Context::default();
     ctx.add_variable("self", v.clone())

@@ -48,8 +48,12 @@ pub mod reason {
     pub const IMAGE_NOT_READY: &str = "ImageNotReady";
     /// The SSH Secret is missing or lacks a key.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A `spec.layout` directory is not allowed.
+    pub const INVALID_LAYOUT: &str = "InvalidLayout";
     /// The effective configuration is invalid.
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// The playbook runner refused the run as invalid.
+    pub const RUN_REJECTED: &str = "RunRejected";
     /// The playbook runner could not be reached.
     pub const RUNNER_UNAVAILABLE: &str = "RunnerUnavailable";
     /// A check-mode run found differences.

@@ -401,6 +401,8 @@ async fn cleanup(image: &Image, ctx: &Context) -> Result<Action, Error> {
 pub struct RegistryEngine {
     /// The registry Images are pushed to.
     pub registry: crate::registry::RegistryConfig,
+    /// The only directory `source.path` tarballs are read from.
+    pub image_dir: std::path::PathBuf,
 }
 
 #[async_trait::async_trait]
@@ -412,7 +414,8 @@ impl ImageEngine for RegistryEngine {
             message: e.to_string(),
             permanent: e.is_permanent(),
         };
-        let request = PushRequest::for_image(spec, self.registry.clone()).map_err(engine_error)?;
+        let request = PushRequest::for_image(spec, self.registry.clone(), &self.image_dir)
+            .map_err(engine_error)?;
         let report = push(&request, move |p| progress(p.bytes_done, p.bytes_total))
             .await
             .map_err(engine_error)?;

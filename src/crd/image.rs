@@ -73,10 +73,13 @@ pub enum ImageCategory {
     "message": "exactly one of path, url or reference must be set"
 }]))]
 pub struct ImageSource {
-    /// Path of a `docker save` or OCI-layout tarball (plain or gzip) readable by
-    /// the operator.
+    /// Absolute path of a `docker save` or OCI-layout tarball (plain or gzip)
+    /// inside the operator's image directory (`--image-dir`; in the Helm chart
+    /// `/var/lib/server-manager/images`, where `operator.imageVolume` is
+    /// mounted; in standalone `DATA_DIR/images`). A path leading outside it,
+    /// symbolic links included, is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "source_path_schema")]
     pub path: Option<String>,
     /// HTTP(S) URL of such a tarball; it is streamed, never downloaded whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +89,12 @@ pub struct ImageSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub reference: Option<String>,
+}
+
+fn source_path_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = crate::validation::image_path_schema();
+    schema.insert("nullable".into(), serde_json::Value::Bool(true));
+    schema
 }
 
 /// Observed state of an Image.

@@ -142,17 +142,25 @@ fn default_port() -> u16 {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HostLayout {
-    /// Directory of the role files (`<configDir>/<role>.conf`).
+    /// Directory of the role files (`<configDir>/<role>.conf`), made mode
+    /// 0700. An absolute, normalized path; not `/` nor a system directory such
+    /// as `/etc` itself (a dedicated directory below one is fine).
     #[serde(default = "default_config_dir")]
-    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    #[schemars(schema_with = "host_directory", extend("default" = default_config_dir()))]
     pub config_dir: String,
-    /// Host log directory, mounted as `/var/log` in the containers.
+    /// Host log directory, mounted read-write as `/var/log` in the
+    /// containers. An absolute, normalized path; not `/` nor a system
+    /// directory such as `/var/log` itself (a dedicated directory below one is
+    /// fine).
     #[serde(default = "default_log_dir")]
-    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    #[schemars(schema_with = "host_directory", extend("default" = default_log_dir()))]
     pub log_dir: String,
-    /// Parent directory of persistent data directories (e.g. Cassandra's).
+    /// Parent directory of persistent data directories (`<dataDir>/<role>`,
+    /// e.g. Cassandra's). An absolute, normalized path; not `/` nor a system
+    /// directory such as `/var/lib` itself (a dedicated directory below one is
+    /// fine).
     #[serde(default = "default_data_dir")]
-    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    #[schemars(schema_with = "host_directory", extend("default" = default_data_dir()))]
     pub data_dir: String,
     /// Container name prefix: containers are named `<prefix><role>`.
     #[serde(default = "default_container_prefix")]
@@ -169,6 +177,10 @@ impl Default for HostLayout {
             container_prefix: default_container_prefix(),
         }
     }
+}
+
+fn host_directory(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::host_directory_schema()
 }
 
 fn default_config_dir() -> String {
@@ -253,6 +265,9 @@ pub struct ContainerStatus {
 pub struct RunStatus {
     /// Run id at the playbook runner.
     pub id: String,
+    /// The playbook runner the run went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// Playbook: `provision`, `deprovision` or `check`.
     pub playbook: String,
     /// The desired hash this run applies.

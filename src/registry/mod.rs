@@ -172,16 +172,29 @@ impl PushRequest {
 impl PushRequest {
     /// The request for an `Image` resource's spec, to the given registry.
     ///
-    /// Fails (permanently) for a `package` Image, which is never pushed, and for a
-    /// `reference` source: copying from another registry is not supported.
-    pub fn for_image(spec: &ImageSpec, registry: RegistryConfig) -> Result<PushRequest, PushError> {
+    /// A `path` source is confined to `image_dir`: it must resolve, symbolic
+    /// links included, to a regular file inside it (see
+    /// [`crate::validation::confine_image_path`]); the resolved path is what
+    /// gets read.
+    ///
+    /// Fails (permanently) for a `package` Image, which is never pushed, for a
+    /// path outside `image_dir`, and for a `reference` source: copying from
+    /// another registry is not supported.
+    pub fn for_image(
+        spec: &ImageSpec,
+        registry: RegistryConfig,
+        image_dir: &std::path::Path,
+    ) -> Result<PushRequest, PushError> {
         if spec.category == ImageCategory::Package {
             return Err(PushError::UnsupportedSource(
                 "a package Image is recorded, never pushed".into(),
             ));
         }
         let source = match (&spec.source.path, &spec.source.url, &spec.source.reference) {
-            (Some(p), None, None) => Source::Path(PathBuf::from(p)),
+            (Some(p), None, None) => Source::Path(
+                crate::validation::confine_image_path(image_dir, p)
+                    .map_err(|e| PushError::SourceOutside(e.to_string()))?,
+            ),
             (None, Some(u), None) => Source::Url(u.clone()),
             (None, None, Some(r)) => {
                 return Err(PushError::UnsupportedSource(format!(
@@ -241,6 +254,9 @@ pub enum PushError {
     /// The Image's source cannot be pushed by this engine.
     #[error("failed to use the image source: {0}")]
     UnsupportedSource(String),
+    /// The source path is not a file inside the image directory.
+    #[error("failed to use the image source: {0}")]
+    SourceOutside(String),
     /// The HTTP client (TLS, CA bundle) could not be set up.
     #[error("failed to configure the registry client: {0}")]
     Configure(String),
@@ -332,6 +348,7 @@ impl PushError {
         match self {
             PushError::Reference(_) => "InvalidReference",
             PushError::UnsupportedSource(_) => "UnsupportedSource",
+            PushError::SourceOutside(_) => "SourceOutsideImageDirectory",
             PushError::Configure(_) => "ConfigureClient",
             PushError::ReadTarball { .. } => "ReadTarball",
             PushError::InvalidImage { .. } => "InvalidImage",
@@ -356,6 +373,7 @@ impl PushError {
             self,
             PushError::Reference(_)
                 | PushError::UnsupportedSource(_)
+                | PushError::SourceOutside(_)
                 | PushError::ReadTarball { .. }
                 | PushError::InvalidImage { .. }
                 | PushError::SelectImage { .. }
@@ -1123,6 +1141,7 @@ mod tests {
                 ..Default::default()
             }),
             registry.clone(),
+            std::path::Path::new("/nonexistent"),
         )
         .unwrap();
         assert_eq!(req.source, Source::Url("https://x/y.tar".into()));
@@ -1133,6 +1152,7 @@ mod tests {
                 ..Default::default()
             }),
             registry.clone(),
+            std::path::Path::new("/nonexistent"),
         )
         .unwrap_err();
         assert!(err.is_permanent() && err.to_string().starts_with("failed to "));
@@ -1141,6 +1161,19 @@ mod tests {
             ..Default::default()
         });
         package.category = ImageCategory::Package;
-        assert!(PushRequest::for_image(&package, registry).is_err());
+        assert!(
+            PushRequest::for_image(&package, registry.clone(), std::path::Path::new("/")).is_err()
+        );
+        let err = PushRequest::for_image(
+            &spec(ImageSource {
+                path: Some("/etc/passwd".into()),
+                ..Default::default()
+            }),
+            registry,
+            std::path::Path::new("/var/lib/server-manager/images"),
+        )
+        .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert_eq!(err.reason(), "SourceOutsideImageDirectory");
     }
 }

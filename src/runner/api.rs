@@ -365,22 +365,15 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationErr
     }
 }
 
-/// Checks an absolute host path: no `..`, no control characters, and no `:`
-/// or `,` (they would split a Docker bind-mount specification).
+/// Checks a host directory (a layout path): the rule of
+/// [`crate::validation::host_directory_error`], the same the CRD enforces at
+/// admission: absolute, normalized, nothing Docker's volume syntax splits on,
+/// never `/` nor a system directory.
 pub fn validate_path(field: &str, path: &str) -> Result<(), ValidationError> {
-    if !path.starts_with('/') {
-        return Err(invalid(field, "must be an absolute path"));
+    match crate::validation::host_directory_error(path) {
+        Some(why) => Err(invalid(field, why)),
+        None => Ok(()),
     }
-    if path.contains([':', ',']) {
-        return Err(invalid(field, "must not contain `:` or `,`"));
-    }
-    if path.chars().any(|c| c.is_control()) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Err(invalid(field, "must not contain `..`"));
-    }
-    Ok(())
 }
 
 /// Checks a file name that must stay inside its directory: non-empty, no `/`,
@@ -606,6 +599,11 @@ mod tests {
         let mut r = request();
         r.vars.log_dir = "/x:/etc:rw".into();
         assert_eq!(r.validate().unwrap_err().field, "vars.log_dir");
+        for dir in ["/", "/etc", "//", "/var/log", "/proc/1"] {
+            let mut r = request();
+            r.vars.log_dir = dir.into();
+            assert_eq!(r.validate().unwrap_err().field, "vars.log_dir", "{dir}");
+        }
         let mut r = request();
         r.target.known_hosts = " ".into();
         assert!(r.validate().is_err());

@@ -162,6 +162,8 @@ pub struct Substitutes {
     pub runner_url: String,
     /// Where /healthz, /readyz and /metrics listen.
     pub health_listen: String,
+    /// The directory standing for the `operator.imageVolume` mount.
+    pub image_dir: PathBuf,
     /// The Pod's namespace and name (the Downward API's fieldRefs).
     pub namespace: String,
     pub pod_name: String,
@@ -220,6 +222,10 @@ impl ChartOperator {
                         "see Dockerfile"
                     );
                     format!("--playbooks={}", playbooks.display())
+                }
+                "--image-dir" => {
+                    assert_eq!(value, "/var/lib/server-manager/images", "{a}");
+                    format!("--image-dir={}", subs.image_dir.display())
                 }
                 "--health-listen" => {
                     assert!(value.ends_with(":8080"), "{a}");
