@@ -34,7 +34,7 @@ use serde_json::json;
 use server_manager::apiserver::{ApiServer, ApiServerConfig};
 use server_manager::controller::image::{EngineError, ImageEngine, ProgressFn, Pushed};
 use server_manager::controller::operator::{self, OperatorConfig};
-use server_manager::controller::server::reconcile::Provisioner;
+use server_manager::controller::server::provisioner::{ProvisionError, Provisioner, RunHandle};
 use server_manager::controller::{RegistrySettings, Settings};
 use server_manager::crd::{ConditionStatus, Image, ImageSpec, Server};
 use server_manager::runner::api::{Playbook, RunRequest, RunState, RunStatus};
@@ -150,18 +150,21 @@ struct InstantRunner {
 
 #[async_trait::async_trait]
 impl Provisioner for InstantRunner {
-    async fn start(&self, request: &RunRequest) -> Result<String, String> {
+    async fn start(&self, request: &RunRequest) -> Result<RunHandle, ProvisionError> {
         if let (Ok(mut keys), Some(k)) = (self.keys.lock(), &request.idempotency_key) {
             keys.insert(k.clone());
         }
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        Ok(format!("instant-{n}"))
+        Ok(RunHandle {
+            id: format!("instant-{n}"),
+            runner: "instant".into(),
+        })
     }
-    async fn status(&self, id: &str) -> Result<Option<RunStatus>, String> {
+    async fn status(&self, run: &RunHandle) -> Result<Option<RunStatus>, ProvisionError> {
         self.polled.fetch_add(1, Ordering::Relaxed);
         let now = jiff::Timestamp::now().to_string();
         Ok(Some(RunStatus {
-            id: id.to_string(),
+            id: run.id.clone(),
             playbook: Playbook::Provision,
             host: "bench".into(),
             port: 22,

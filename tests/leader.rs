@@ -14,7 +14,7 @@ use kube::Api;
 use server_manager::controller::image::ImageEngine;
 use server_manager::controller::leader::{LeaderConfig, LeaderElector};
 use server_manager::controller::operator::{OperatorConfig, run};
-use server_manager::controller::server::reconcile::Provisioner;
+use server_manager::controller::server::provisioner::Provisioner;
 use support::apiserver::TestApi;
 
 fn config(identity: &str) -> LeaderConfig {
@@ -93,6 +93,7 @@ async fn a_standby_operator_is_ready_and_stops_cleanly() {
                 insecure: true,
                 ..Default::default()
             },
+            image_dir: std::env::temp_dir(),
         });
     let config = OperatorConfig {
         settings,

@@ -12,6 +12,14 @@ pub type ByteStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<axum::body::Bytes, reqwest::Error>> + Send>,
 >;
 
+/// Longest wait for an answer to an API call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a host's log directory or file (one SSH session on the
+/// runner's side).
+pub const HOST_LOGS_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest silence while reading any answer, streams included.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -45,14 +53,24 @@ impl RunnerClient {
     ) -> Result<RunnerClient, ClientError> {
         // reqwest is built without a default TLS crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Every call has a deadline, so a runner that accepts connections
+        // and never answers becomes an error, never a stuck reconcile. The
+        // whole-request timeout is set per call: following a run's log
+        // streams for as long as the run lasts.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(READ_TIMEOUT)
             .build()?;
         Ok(RunnerClient {
             base: base_url.into().trim_end_matches('/').to_string(),
             token: token.into(),
             http,
         })
+    }
+
+    /// The runner's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -85,6 +103,7 @@ impl RunnerClient {
         Self::json(
             self.http
                 .post(self.url("/run_playbook"))
+                .timeout(CALL_TIMEOUT)
                 .bearer_auth(&self.token)
                 .json(request),
         )
@@ -96,6 +115,7 @@ impl RunnerClient {
         Self::json(
             self.http
                 .get(self.url(&format!("/playbook_status/{id}")))
+                .timeout(CALL_TIMEOUT)
                 .bearer_auth(&self.token),
         )
         .await
@@ -106,6 +126,7 @@ impl RunnerClient {
         let response = Self::checked(
             self.http
                 .get(self.url(&format!("/playbook_logs/{id}")))
+                .timeout(CALL_TIMEOUT)
                 .bearer_auth(&self.token)
                 .send()
                 .await?,
@@ -132,6 +153,7 @@ impl RunnerClient {
         Self::json(
             self.http
                 .post(self.url(&format!("/cancel/{id}")))
+                .timeout(CALL_TIMEOUT)
                 .bearer_auth(&self.token),
         )
         .await
@@ -156,6 +178,7 @@ impl RunnerClient {
         Self::json(
             self.http
                 .post(self.url("/host_logs/list"))
+                .timeout(HOST_LOGS_TIMEOUT)
                 .bearer_auth(&self.token)
                 .json(request),
         )
@@ -167,6 +190,7 @@ impl RunnerClient {
         let response = Self::checked(
             self.http
                 .post(self.url("/host_logs/read"))
+                .timeout(HOST_LOGS_TIMEOUT)
                 .bearer_auth(&self.token)
                 .json(request)
                 .send()
@@ -181,6 +205,7 @@ impl RunnerClient {
         let response = Self::checked(
             self.http
                 .get(self.url("/metrics"))
+                .timeout(CALL_TIMEOUT)
                 .bearer_auth(&self.token)
                 .send()
                 .await?,
@@ -191,6 +216,9 @@ impl RunnerClient {
 
     /// Whether the runner answers `/healthz`.
     pub async fn healthy(&self) -> bool {
-        matches!(self.http.get(self.url("/healthz")).send().await, Ok(r) if r.status().is_success())
+        matches!(
+            self.http.get(self.url("/healthz")).timeout(Duration::from_secs(5)).send().await,
+            Ok(r) if r.status().is_success()
+        )
     }
 }

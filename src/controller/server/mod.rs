@@ -2,4 +2,5 @@
 //! through the playbook runner.
 
 pub mod decide;
+pub mod provisioner;
 pub mod reconcile;

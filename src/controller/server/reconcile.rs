@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::decide::{Next, Situation, decide, in_flight};
+pub use super::provisioner::{ProvisionError, Provisioner, RunHandle};
 use crate::config::{self, EffectiveConfig};
 use crate::controller::conditions::{
     DRIFTED, PROVISIONED, READY, RECONCILING, STALLED, mark_settled, mark_unsettled, reason,
@@ -29,8 +30,8 @@ use crate::crd::{
 };
 use crate::image_ref::ImageReference;
 use crate::runner::api::{
-    Playbook, ProvisionVars, RegistryAuth, RoleSpec, RunRequest, RunState,
-    RunStatus as RunnerStatus, Secret as Sensitive, Target,
+    Playbook, ProvisionVars, RegistryAuth, RoleSpec, RunRequest, RunState, Secret as Sensitive,
+    Target,
 };
 
 /// Finalizer: the Server's containers and files are removed before it goes.
@@ -41,35 +42,6 @@ pub const RETRY_ANNOTATION: &str = "servermanager.contrail.io/retry";
 pub const FORCE_DELETE_ANNOTATION: &str = "servermanager.contrail.io/force-delete";
 /// How often a run in flight is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The seam to the playbook runner: one real implementation (the runner's
-/// REST client), fakes in unit tests.
-#[async_trait::async_trait]
-pub trait Provisioner: Send + Sync {
-    /// Starts a run (or returns the run already going under the same
-    /// idempotency key).
-    async fn start(&self, request: &RunRequest) -> Result<String, String>;
-    /// A run's status; `Ok(None)` when the runner does not know the id (it lost
-    /// it, e.g. its data was wiped).
-    async fn status(&self, id: &str) -> Result<Option<RunnerStatus>, String>;
-}
-
-#[async_trait::async_trait]
-impl Provisioner for crate::runner::client::RunnerClient {
-    async fn start(&self, request: &RunRequest) -> Result<String, String> {
-        self.run(request)
-            .await
-            .map(|a| a.id)
-            .map_err(|e| e.to_string())
-    }
-    async fn status(&self, id: &str) -> Result<Option<RunnerStatus>, String> {
-        match crate::runner::client::RunnerClient::status(self, id).await {
-            Ok(s) => Ok(Some(s)),
-            Err(crate::runner::client::ClientError::Api { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
 
 /// Caches the Server controller reads instead of the API server.
 #[derive(Clone)]
@@ -293,6 +265,21 @@ pub fn desired(server: &Server, stores: &Stores, ctx: &Context) -> Result<Desire
         h.update(format!("\0{role}\0{reference}\0{}", digest.as_deref().unwrap_or("")).as_bytes());
     }
     let layout = server.spec.layout();
+    // The runner refuses these too; judged here, a Server created before
+    // admission checked them is Stalled instead of retried forever.
+    for (field, dir) in [
+        ("configDir", &layout.config_dir),
+        ("logDir", &layout.log_dir),
+        ("dataDir", &layout.data_dir),
+    ] {
+        if let Some(why) = crate::validation::host_directory_error(dir) {
+            return Err(Blocked::new(
+                reason::INVALID_LAYOUT,
+                format!("spec.layout.{field} {dir:?}: {why}"),
+                true,
+            ));
+        }
+    }
     let ssh = server.spec.ssh.as_ref();
     h.update(
         format!(
@@ -775,22 +762,31 @@ async fn start(
         )),
         timeout_seconds: None,
     };
-    let id = match state.runner.start(&request).await {
-        Ok(id) => id,
+    let handle = match state.runner.start(&request).await {
+        Ok(h) => h,
         Err(e) => {
             state.rollout.release(&cluster, &name);
-            let b = Blocked::new(
-                reason::RUNNER_UNAVAILABLE,
-                format!("failed to start a run: {e}"),
-                false,
-            );
+            let b = match e {
+                ProvisionError::Rejected(m) => Blocked::new(
+                    reason::RUN_REJECTED,
+                    format!("the playbook runner refused the run: {m}"),
+                    true,
+                ),
+                ProvisionError::Unavailable(m) => Blocked::new(
+                    reason::RUNNER_UNAVAILABLE,
+                    format!("failed to start a run: {m}"),
+                    false,
+                ),
+            };
             return block(server, ctx, state, st, b).await;
         }
     };
+    let id = handle.id.clone();
     state.blocked.clear(&key(server));
     ctx.metrics.run(playbook.as_str(), "started");
     st.run = Some(RunStatus {
         id: id.clone(),
+        runner: Some(handle.runner),
         playbook: playbook.as_str().to_string(),
         hash: Some(desired.hash.clone()),
         state: "queued".into(),
@@ -850,7 +846,11 @@ async fn poll(
     let Some(mut run) = st.run.clone() else {
         return Ok(Action::requeue(POLL_INTERVAL));
     };
-    let report = match state.runner.status(&run.id).await {
+    let handle = RunHandle {
+        id: run.id.clone(),
+        runner: run.runner.clone().unwrap_or_default(),
+    };
+    let report = match state.runner.status(&handle).await {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("failed to poll run {}: {e}", run.id);
@@ -1183,8 +1183,8 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
         idempotency_key: Some(format!("{}/deprovision", server.uid().unwrap_or_default())),
         timeout_seconds: None,
     };
-    let id = match state.runner.start(&request).await {
-        Ok(id) => id,
+    let handle = match state.runner.start(&request).await {
+        Ok(h) => h,
         Err(e) => {
             let msg = format!("failed to start the deprovision run: {e}");
             set_condition(
@@ -1204,7 +1204,8 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
     };
     ctx.metrics.run("deprovision", "started");
     st.run = Some(RunStatus {
-        id,
+        id: handle.id,
+        runner: Some(handle.runner),
         playbook: "deprovision".into(),
         hash: None,
         state: "queued".into(),
