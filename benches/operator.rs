@@ -6,7 +6,7 @@
 //!
 //! Measures, for N Servers (default 1,000; `cargo bench --bench operator -- 250`):
 //! - time from the operator's start to every Server `Ready` (all N created
-//!   beforehand, rollout `maxParallel` = min(N + 5, 1,000), the CRD's maximum);
+//!   beforehand: first installs, which no rollout budget limits);
 //! - API requests per Server during convergence, counted client-side by a
 //!   tower layer on the operator's kube client, by verb and resource;
 //! - requests in 10 s of idleness afterwards (the target is zero writes);
@@ -37,7 +37,7 @@ use server_manager::controller::operator::{self, OperatorConfig};
 use server_manager::controller::server::provisioner::{ProvisionError, Provisioner, RunHandle};
 use server_manager::controller::{RegistrySettings, Settings};
 use server_manager::crd::{ConditionStatus, Image, ImageSpec, Server};
-use server_manager::runner::api::{Playbook, RunRequest, RunState, RunStatus};
+use server_manager::runner::api::{ContainerState, Playbook, RunRequest, RunState, RunStatus};
 
 const LATENCY_SAMPLES: usize = 5;
 const IDLE: Duration = Duration::from_secs(10);
@@ -146,6 +146,9 @@ struct InstantRunner {
     /// or running for a key; an instant run is never either, so every start
     /// here is a new run.
     keys: Mutex<std::collections::HashSet<String>>,
+    /// Per run id, the containers its request names: an instant run reports
+    /// them running since long ago (available at once).
+    containers: Mutex<HashMap<String, Vec<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -155,8 +158,18 @@ impl Provisioner for InstantRunner {
             keys.insert(k.clone());
         }
         let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let id = format!("instant-{n}");
+        let names = request
+            .vars
+            .roles
+            .iter()
+            .map(|r| format!("{}{}", request.vars.container_prefix, r.name))
+            .collect();
+        if let Ok(mut c) = self.containers.lock() {
+            c.insert(id.clone(), names);
+        }
         Ok(RunHandle {
-            id: format!("instant-{n}"),
+            id,
             runner: "instant".into(),
         })
     }
@@ -180,6 +193,23 @@ impl Provisioner for InstantRunner {
             message: None,
             changed: 1,
             recap: None,
+            lost: false,
+            containers: Some(
+                self.containers
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&run.id).cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|name| ContainerState {
+                        name,
+                        image_id: "sha256:bench".into(),
+                        status: "running".into(),
+                        started_at: Some("2026-01-01T00:00:00Z".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
         }))
     }
 }
@@ -307,7 +337,6 @@ async fn bench(n: usize) {
         "metadata": { "name": "bench" },
         "spec": {
             "images": { "agent": "agent-bench", "controller": "controller-bench" },
-            "rollout": { "maxParallel": (n + LATENCY_SAMPLES).min(1000) },
             "parameters": { "GLOBAL": { "compute_nodes": "10.255.0.1" } }
         }
     }))

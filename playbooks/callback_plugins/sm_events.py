@@ -38,6 +38,76 @@ def _text(value):
     return value
 
 
+MAX_LOG_LINES = 10
+MAX_LOG_LINE = 300
+EXIT_CODES_MARK = "@@sm-exit-codes@@"
+
+
+def _time(value):
+    # Docker writes the zero time for "never".
+    if not value or str(value).startswith("0001-"):
+        return None
+    return str(value)
+
+
+def _containers(stdout):
+    """`docker container inspect` output reduced to the fields the operator
+    reads; the environment, mounts and labels other than the config hash never
+    leave the host's answer."""
+    try:
+        found = json.loads(stdout or "[]")
+    except ValueError:
+        return []
+    out = []
+    for c in found if isinstance(found, list) else []:
+        if not isinstance(c, dict):
+            continue
+        state = c.get("State") or {}
+        health = state.get("Health") or {}
+        labels = (c.get("Config") or {}).get("Labels") or {}
+        out.append(
+            dict(
+                name=str(c.get("Name") or "").lstrip("/"),
+                image_id=str(c.get("Image") or ""),
+                status=str(state.get("Status") or "unknown"),
+                restart_count=int(c.get("RestartCount") or 0),
+                started_at=_time(state.get("StartedAt")),
+                finished_at=_time(state.get("FinishedAt")),
+                exit_code=state.get("ExitCode"),
+                health=health.get("Status") or None,
+                oom_killed=bool(state.get("OOMKilled")),
+                error=_text(state.get("Error")) or None,
+                config_sha256=labels.get("io.contrail.server-manager.config-sha256"),
+            )
+        )
+    return out
+
+
+def _container_logs(results):
+    out = []
+    for r in results or []:
+        if not isinstance(r, dict) or r.get("skipped"):
+            continue
+        item = r.get("item") or {}
+        text = str(r.get("stdout") or "")
+        logs, _, codes = text.partition(EXIT_CODES_MARK)
+        lines = [l[:MAX_LOG_LINE] for l in logs.splitlines() if l.strip()][-MAX_LOG_LINES:]
+        exit_codes = []
+        for l in codes.split():
+            try:
+                exit_codes.append(int(l))
+            except ValueError:
+                pass
+        out.append(
+            dict(
+                name=str(item.get("Name") or "").lstrip("/"),
+                lines=lines,
+                exit_codes=exit_codes,
+            )
+        )
+    return out
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "stdout"
@@ -91,9 +161,14 @@ class CallbackModule(CallbackBase):
             changed=bool(res.get("changed", False)),
             msg=_text(msg),
         )
-        if status == "ok" and "sm_output" in (result._task.tags or []):
+        tags = result._task.tags or []
+        if status == "ok" and "sm_output" in tags:
             # Tasks tagged sm_output return data to the runner (log listings).
             fields["data"] = res.get("msg")
+        if status == "ok" and "sm_containers" in tags:
+            fields["containers"] = _containers(res.get("stdout"))
+        if status == "ok" and "sm_container_logs" in tags:
+            fields["container_logs"] = _container_logs(res.get("results"))
         if status == "failed":
             fields["ignore_errors"] = bool(ignore_errors)
             if res.get("stderr"):

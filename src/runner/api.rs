@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A secret string (private key, password). Serialized as a plain string so a
@@ -41,16 +42,20 @@ impl From<String> for Secret {
 }
 
 /// The playbooks a run may execute (files in the runner's playbook directory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Playbook {
-    /// `provision.yml`: write the role files, pull the images, run the containers.
+    /// `provision.yml`: write the role files, pull the images, run the
+    /// containers, then read their state.
     Provision,
     /// `deprovision.yml`: remove the role containers and their files.
     Deprovision,
     /// `provision.yml` in check mode (`--check --diff`): reports drift
-    /// ([`RunStatus::changed`] > 0) without changing anything.
+    /// ([`RunStatus::changed`] > 0) without changing anything, and reads the
+    /// containers' state.
     Check,
+    /// `inspect.yml`: reads the role containers' state only (read-only).
+    Inspect,
 }
 
 impl Playbook {
@@ -59,7 +64,13 @@ impl Playbook {
         match self {
             Playbook::Provision | Playbook::Check => "provision.yml",
             Playbook::Deprovision => "deprovision.yml",
+            Playbook::Inspect => "inspect.yml",
         }
+    }
+
+    /// Whether the run needs the role images (and so the role files).
+    pub fn needs_images(self) -> bool {
+        matches!(self, Playbook::Provision | Playbook::Check)
     }
 
     /// Whether the playbook runs in check mode.
@@ -73,6 +84,7 @@ impl Playbook {
             Playbook::Provision => "provision",
             Playbook::Deprovision => "deprovision",
             Playbook::Check => "check",
+            Playbook::Inspect => "inspect",
         }
     }
 }
@@ -215,7 +227,7 @@ pub struct RunAccepted {
 }
 
 /// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Waiting for its target or for a free slot.
@@ -307,6 +319,63 @@ pub struct RunStatus {
     pub changed: u32,
     /// Ansible's recap, once the play ended.
     pub recap: Option<Recap>,
+    /// The run was lost, not failed: the runner restarted (or went away)
+    /// while it was queued or running, so its outcome is unknown. Worth
+    /// running again; not a verdict on the change it applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// The role containers' state as the run read it at its end
+    /// (`provision`, `check` and `inspect` runs); containers that do not
+    /// exist are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<ContainerState>>,
+}
+
+/// One role container as Docker reports it, reduced to what the operator
+/// needs (never its environment or configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// Container name.
+    pub name: String,
+    /// Id of the image the container runs (`sha256:…`).
+    #[serde(default)]
+    pub image_id: String,
+    /// Docker's state: `created`, `running`, `restarting`, `paused`,
+    /// `exited`, `removing` or `dead`.
+    pub status: String,
+    /// Times Docker restarted it (its restart policy), since it was created.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// When it last started (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it last stopped (RFC 3339).
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Exit code of its last stop.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// Exit codes of the stops Docker recorded since it was created, oldest
+    /// first (read only for containers not running steadily).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<i64>,
+    /// Docker's health status when the image has a health check
+    /// (`starting`, `healthy`, `unhealthy`).
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Killed by the kernel for lack of memory.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Docker's error starting it, if any.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The `io.contrail.server-manager.config-sha256` label.
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    /// The last lines of its log (read only for containers not running
+    /// steadily).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 /// A host's log directory: body of `POST /host_logs/list` and
@@ -507,7 +576,7 @@ impl RunRequest {
     /// Checks the whole request; the service refuses an invalid one with 400.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.target.validate()?;
-        self.vars.validate(self.playbook != Playbook::Deprovision)?;
+        self.vars.validate(self.playbook.needs_images())?;
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > 256)
         {

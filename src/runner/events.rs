@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::api::Recap;
+use super::api::{ContainerState, Recap};
 
 /// One line of the callback's output.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,6 +45,13 @@ pub enum Event {
         /// Data returned by a task tagged `sm_output`.
         #[serde(default)]
         data: Option<serde_json::Value>,
+        /// The role containers' state (a task tagged `sm_containers`).
+        #[serde(default)]
+        containers: Option<Vec<ContainerState>>,
+        /// Log tails and exit codes of containers not running steadily (a
+        /// task tagged `sm_container_logs`).
+        #[serde(default)]
+        container_logs: Option<Vec<ContainerLog>>,
     },
     /// One item of a loop failed.
     ItemFailed {
@@ -65,6 +72,19 @@ pub enum Event {
         #[serde(default)]
         msg: Option<String>,
     },
+}
+
+/// The log tail and recorded exit codes of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ContainerLog {
+    /// Container name.
+    pub name: String,
+    /// Its last log lines.
+    #[serde(default)]
+    pub lines: Vec<String>,
+    /// Exit codes Docker recorded, oldest first.
+    #[serde(default)]
+    pub exit_codes: Vec<i64>,
 }
 
 /// Parses one stdout line; `None` for anything that is not an event.
@@ -104,6 +124,8 @@ pub struct Progress {
     pub recap: Option<Recap>,
     /// Data returned by tasks tagged `sm_output`, in order.
     pub outputs: Vec<serde_json::Value>,
+    /// The role containers' state, when the run read it.
+    pub containers: Option<Vec<ContainerState>>,
 }
 
 impl Progress {
@@ -120,10 +142,23 @@ impl Progress {
                 msg,
                 ignore_errors,
                 data,
+                containers,
+                container_logs,
             } => {
                 self.tasks_done += 1;
                 if let Some(data) = data {
                     self.outputs.push(data.clone());
+                }
+                if let Some(containers) = containers {
+                    self.containers = Some(containers.clone());
+                }
+                if let (Some(logs), Some(containers)) = (container_logs, self.containers.as_mut()) {
+                    for log in logs {
+                        if let Some(c) = containers.iter_mut().find(|c| c.name == log.name) {
+                            c.log_tail = log.lines.clone();
+                            c.exit_codes = log.exit_codes.clone();
+                        }
+                    }
                 }
                 if *changed {
                     self.changed += 1;

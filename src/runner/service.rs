@@ -189,6 +189,7 @@ impl Runner {
         for needed in [
             "provision.yml",
             "deprovision.yml",
+            "inspect.yml",
             "logs.yml",
             "callback_plugins/sm_events.py",
         ] {
@@ -224,6 +225,7 @@ impl Runner {
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 record.status.state = RunState::Failed;
+                record.status.lost = true;
                 record.status.finished = Some(now());
                 record.status.current_task = None;
                 record.status.message = Some(format!(
@@ -316,6 +318,8 @@ impl Runner {
                     message: None,
                     changed: 0,
                     recap: None,
+                    lost: false,
+                    containers: None,
                 },
                 user: request.target.user.clone(),
                 idempotency_key: request.idempotency_key.clone(),
@@ -676,6 +680,9 @@ fn apply_progress(status: &mut RunStatus, p: &Progress) {
     if let Some(recap) = &p.recap {
         status.recap = Some(recap.clone());
     }
+    if let Some(containers) = &p.containers {
+        status.containers = Some(containers.clone());
+    }
     if let Some(f) = &p.failure {
         status.failed_task = f.task.clone();
     }
@@ -721,6 +728,8 @@ mod tests {
                 message: None,
                 changed: 0,
                 recap: None,
+                lost: false,
+                containers: None,
             },
             user: "root".into(),
             idempotency_key: Some("k".into()),
