@@ -164,11 +164,69 @@ pub struct EffectiveConfig {
 
 type Merged = BTreeMap<String, BTreeMap<String, (Value, Source)>>;
 
+/// The values a cluster's membership implies: for each key of [`DERIVED`],
+/// the hosts of the members with its role (ordered by Server name, each host
+/// once) and those members' names. Depends only on the members' names,
+/// hosts and roles, so it is computed once per membership change and shared
+/// by every Server of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Derived {
+    /// Per key of [`DERIVED`] with at least one member: (hosts, Server names).
+    pub values: BTreeMap<&'static str, (Vec<String>, Vec<String>)>,
+}
+
+impl Derived {
+    /// Derives the values from the cluster `cluster`'s members (`members` may
+    /// include Servers of other clusters; they are ignored).
+    pub fn from_members(cluster: &str, members: &[Member<'_>]) -> Derived {
+        let mut values = BTreeMap::new();
+        for (key, role) in DERIVED {
+            let mut with_role: Vec<&Member<'_>> = members
+                .iter()
+                .filter(|m| m.spec.cluster_ref.name == cluster && m.spec.roles.contains(&role))
+                .collect();
+            with_role.sort_by(|a, b| a.name.cmp(b.name));
+            with_role.dedup_by(|a, b| a.name == b.name);
+            let mut hosts: Vec<String> = Vec::new();
+            for m in &with_role {
+                if !hosts.contains(&m.spec.host) {
+                    hosts.push(m.spec.host.clone());
+                }
+            }
+            if !hosts.is_empty() {
+                let names = with_role.iter().map(|m| m.name.to_string()).collect();
+                values.insert(key, (hosts, names));
+            }
+        }
+        Derived { values }
+    }
+
+    /// The keys whose values differ between `self` and `other`.
+    pub fn changed_keys(&self, other: &Derived) -> Vec<&'static str> {
+        DERIVED
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| self.values.get(k).map(|v| &v.0) != other.values.get(k).map(|v| &v.0))
+            .collect()
+    }
+}
+
 /// Computes `server`'s role files from its cluster and the cluster's members
 /// (`members` may include Servers of other clusters; they are ignored).
 pub fn effective_config(
     cluster: ClusterInput<'_>,
     members: &[Member<'_>],
+    server: Member<'_>,
+) -> Result<EffectiveConfig, ConfigErrors> {
+    let derived = Derived::from_members(cluster.name, members);
+    effective_config_with(cluster, &derived, server)
+}
+
+/// Computes `server`'s role files from its cluster and the values its
+/// cluster's membership implies.
+pub fn effective_config_with(
+    cluster: ClusterInput<'_>,
+    derived: &Derived,
     server: Member<'_>,
 ) -> Result<EffectiveConfig, ConfigErrors> {
     let mut errors = Vec::new();
@@ -178,7 +236,7 @@ pub fn effective_config(
     roles.dedup();
 
     merge_cluster(cluster, &mut merged, &mut errors);
-    derive(cluster.name, members, &server.spec.parameters, &mut merged);
+    derive(derived, &server.spec.parameters, &mut merged);
     merge_server(server, &roles, &mut merged, &mut errors);
 
     let mut files = Vec::new();
@@ -230,7 +288,7 @@ fn merge_cluster(cluster: ClusterInput<'_>, merged: &mut Merged, errors: &mut Ve
     }
 }
 
-fn derive(cluster: &str, members: &[Member<'_>], server_params: &Parameters, merged: &mut Merged) {
+fn derive(derived: &Derived, server_params: &Parameters, merged: &mut Merged) {
     let server_global = server_params.0.get(GLOBAL);
     for (key, role) in DERIVED {
         let explicit = merged.get(GLOBAL).is_some_and(|g| g.contains_key(key))
@@ -238,31 +296,30 @@ fn derive(cluster: &str, members: &[Member<'_>], server_params: &Parameters, mer
         if explicit {
             continue;
         }
-        let mut with_role: Vec<&Member<'_>> = members
-            .iter()
-            .filter(|m| m.spec.cluster_ref.name == cluster && m.spec.roles.contains(&role))
-            .collect();
-        with_role.sort_by(|a, b| a.name.cmp(b.name));
-        with_role.dedup_by(|a, b| a.name == b.name);
-        let mut hosts: Vec<Value> = Vec::new();
-        for m in &with_role {
-            let host = Value::String(m.spec.host.clone());
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-        if hosts.is_empty() {
+        let Some((hosts, servers)) = derived.values.get(key) else {
             continue;
-        }
+        };
         let source = Source::Derived {
             role,
-            servers: with_role.iter().map(|m| m.name.to_string()).collect(),
+            servers: servers.clone(),
         };
+        let hosts = hosts.iter().cloned().map(Value::String).collect();
         merged
             .entry(GLOBAL.to_string())
             .or_default()
             .insert(key.to_string(), (Value::Array(hosts), source));
     }
+}
+
+/// The derived keys the cluster sets explicitly (its members' hosts never
+/// reach them).
+pub fn explicit_derived_keys(cluster: &ClusterSpec) -> Vec<&'static str> {
+    let global = cluster.parameters.0.get(GLOBAL);
+    DERIVED
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| global.is_some_and(|g| g.get(*k).is_some_and(|v| !v.0.is_null())))
+        .collect()
 }
 
 fn merge_server(
