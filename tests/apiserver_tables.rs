@@ -49,7 +49,7 @@ fn kubectl_get_prints_the_crd_printer_columns() {
         "--subresource=status",
         "--type=merge",
         "-p",
-        r#"{"status":{"progress":"3/7","conditions":[
+        r#"{"status":{"progress":"3/7","containersReady":"1/2","conditions":[
             {"type":"Synced","status":"False","reason":"Other","message":"x","lastTransitionTime":"2025-01-01T00:00:00Z"},
             {"type":"Ready","status":"True","reason":"Provisioned","message":"ok","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#,
     ]);
@@ -59,23 +59,31 @@ fn kubectl_get_prints_the_crd_printer_columns() {
     assert_eq!(
         h,
         [
-            "NAME", "CLUSTER", "HOST", "ROLES", "READY", "PROGRESS", "AGE"
+            "NAME",
+            "CLUSTER",
+            "HOST",
+            "ROLES",
+            "READY",
+            "CONTAINERS",
+            "PROGRESS",
+            "AGE"
         ],
         "{out}"
     );
     assert_eq!(
-        row[..6],
+        row[..7],
         [
             "node1",
             "lab",
             "10.0.0.11",
             r#"["controller"]"#,
             "True",
+            "1/2",
             "3/7"
         ]
     );
     assert!(
-        row[6].ends_with('s') || row[6].ends_with('m'),
+        row[7].ends_with('s') || row[7].ends_with('m'),
         "age cell: {out}"
     );
 
@@ -90,6 +98,7 @@ fn kubectl_get_prints_the_crd_printer_columns() {
             "HOST",
             "ROLES",
             "READY",
+            "CONTAINERS",
             "PROGRESS",
             "PROVISIONING",
             "REASON",
@@ -97,12 +106,12 @@ fn kubectl_get_prints_the_crd_printer_columns() {
         ],
         "{out}"
     );
-    assert_eq!(row[6..8], ["Managed", "Provisioned"], "{out}");
+    assert_eq!(row[7..9], ["Managed", "Provisioned"], "{out}");
 
     // Several kinds at once.
     let out = api.ok(&["get", "servers,clusters,images"]);
     assert!(
-        out.contains("SERVERS   READY-SERVERS   READY   AGE"),
+        out.contains("SERVERS   READY-SERVERS   UPDATED   ROLLOUT   ROLE   READY   AGE"),
         "cluster columns: {out}"
     );
     assert!(
@@ -128,15 +137,18 @@ fn kubectl_get_prints_the_crd_printer_columns() {
             "NAME",
             "SERVERS",
             "READY-SERVERS",
+            "UPDATED",
+            "ROLLOUT",
+            "ROLE",
             "READY",
-            "MAX-PARALLEL",
+            "REVISION",
+            "REASON",
             "AGE"
         ],
         "{out}"
     );
     // Cells without a value (no status yet) print empty, as on a real cluster.
-    assert_eq!(row.len(), 3, "{out}");
-    assert_eq!(row[1], "2", "{out}");
+    assert_eq!(row.len(), 2, "{out}");
 
     // -A takes the namespace from the row's PartialObjectMetadata, and
     // --show-labels its labels.
@@ -292,6 +304,7 @@ fn table_json_carries_partial_object_metadata_and_both_versions() {
             ("Host", 0),
             ("Roles", 0),
             ("Ready", 0),
+            ("Containers", 0),
             ("Progress", 0),
             ("Provisioning", 1),
             ("Reason", 1),
@@ -364,13 +377,13 @@ fn kubectl_get_watch_keeps_the_columns() {
             "--type=merge",
             "-p",
             &format!(
-                r#"{{"status":{{"progress":"{progress}","conditions":[{{"type":"Ready","status":"{ready}","reason":"R","message":"m","lastTransitionTime":"2025-01-01T00:00:00Z"}}]}}}}"#
+                r#"{{"status":{{"progress":"{progress}","containersReady":"0/1","conditions":[{{"type":"Ready","status":"{ready}","reason":"R","message":"m","lastTransitionTime":"2025-01-01T00:00:00Z"}}]}}}}"#
             ),
         ]);
         assert!(
             wait_for(&mut lines, &|l| {
                 let c: Vec<&str> = l.split_whitespace().collect();
-                c.len() == 7 && c[0] == "node1" && c[4] == ready && c[5] == progress
+                c.len() == 8 && c[0] == "node1" && c[4] == ready && c[6] == progress
             }),
             "a column row for {progress}: {lines:?}"
         );
@@ -380,7 +393,14 @@ fn kubectl_get_watch_keeps_the_columns() {
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
         [
-            "NAME", "CLUSTER", "HOST", "ROLES", "READY", "PROGRESS", "AGE"
+            "NAME",
+            "CLUSTER",
+            "HOST",
+            "ROLES",
+            "READY",
+            "CONTAINERS",
+            "PROGRESS",
+            "AGE"
         ]
     );
     assert_eq!(

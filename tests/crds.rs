@@ -55,6 +55,18 @@ fn committed_crds_equal_generated() {
     }
 }
 
+#[test]
+fn the_chart_ships_the_same_crds() {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/server-manager/crds");
+    for (name, content) in committed() {
+        let shipped = std::fs::read_to_string(format!("{chart}/{name}")).unwrap_or_default();
+        assert_eq!(
+            shipped, content,
+            "charts/server-manager/crds/{name} differs from crds/{name}: copy crds/ into the chart"
+        );
+    }
+}
+
 fn crd(plural: &str) -> Value {
     let text =
         std::fs::read_to_string(format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR")))
@@ -103,7 +115,35 @@ fn names_and_printer_columns() {
     let default: Vec<&str> = columns.iter().filter(|c| c.1 == 0).map(|c| c.0).collect();
     assert_eq!(
         default,
-        ["Cluster", "Host", "Roles", "Ready", "Progress", "Age"]
+        [
+            "Cluster",
+            "Host",
+            "Roles",
+            "Ready",
+            "Containers",
+            "Progress",
+            "Age"
+        ]
+    );
+    let clusters = crd("clusters");
+    let default: Vec<&str> = clusters["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        default,
+        [
+            "Servers",
+            "Ready-Servers",
+            "Updated",
+            "Rollout",
+            "Role",
+            "Ready",
+            "Age"
+        ]
     );
 }
 

@@ -17,14 +17,14 @@ use support::lab::{
 };
 use support::registry::TestRegistry;
 
-fn cluster(name: &str, registry: &str, max_parallel: u32) -> Value {
+fn cluster(name: &str, registry: &str, max_unavailable: u32) -> Value {
     json!({
         "apiVersion": "servermanager.contrail.io/v1alpha1", "kind": "Cluster",
         "metadata": {"name": name},
         "spec": {
             "registry": {"address": registry, "insecure": true},
             "images": {"agent": format!("{name}-agent")},
-            "rollout": {"maxParallel": max_parallel},
+            "rollout": {"minReadySeconds": 2, "maxUnavailable": {"default": max_unavailable}},
             "parameters": {"GLOBAL": {"log_level": "SYS_NOTICE"}}
         }
     })

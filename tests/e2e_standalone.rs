@@ -450,14 +450,22 @@ fn lab_converges_idles_and_follows_changes() {
     assert_eq!(
         header,
         [
-            "NAME", "CLUSTER", "HOST", "ROLES", "READY", "PROGRESS", "AGE"
+            "NAME",
+            "CLUSTER",
+            "HOST",
+            "ROLES",
+            "READY",
+            "CONTAINERS",
+            "PROGRESS",
+            "AGE"
         ],
         "{table}"
     );
     assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("lab-ctrl-1") && l.contains("127.0.0.11") && l.contains("True")),
+        table.lines().any(|l| l.starts_with("lab-ctrl-1")
+            && l.contains("127.0.0.11")
+            && l.contains("True")
+            && l.contains("2/2")),
         "{table}"
     );
     assert_files_match_render(&lab);
@@ -509,7 +517,9 @@ fn lab_converges_idles_and_follows_changes() {
         "a second kubectl apply of the same manifests changed something:\n{again}"
     );
 
-    // A cluster parameter every role file has: every managed Server, one at a time.
+    // A cluster parameter every role file has: every managed Server, one at
+    // a time (one per role, roles in order: the database, the controller, the
+    // agent).
     let before = hashes(&lab);
     let t = now();
     patch(
@@ -530,7 +540,7 @@ fn lab_converges_idles_and_follows_changes() {
     for pair in runs.windows(2) {
         assert!(
             pair[1]["started"].as_str() >= pair[0]["finished"].as_str(),
-            "maxParallel 1 violated: {pair:#?}"
+            "two updates overlapped although the roles go in order: {pair:#?}"
         );
     }
     for (name, host) in &lab.hosts {

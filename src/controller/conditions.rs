@@ -4,8 +4,11 @@
 
 /// Summary: the resource is in its desired state.
 pub const READY: &str = "Ready";
-/// The Server's containers were provisioned with the applied hash.
+/// The Server was provisioned successfully at least once.
 pub const PROVISIONED: &str = "Provisioned";
+/// Every role container of the Server has run `minReadySeconds` without a
+/// restart, whatever configuration it runs (what rollout budgets count).
+pub const AVAILABLE: &str = "Available";
 /// Work is in progress (a run, a push, waiting for a dependency or a slot).
 pub const RECONCILING: &str = "Reconciling";
 /// Progress is blocked until something outside changes (missing object,
@@ -34,8 +37,35 @@ pub mod reason {
     pub const DEPROVISIONING_FAILED: &str = "DeprovisioningFailed";
     /// The run was lost by the runner (restart) and will be redone.
     pub const RUN_LOST: &str = "RunLost";
-    /// Waiting for a rollout slot of the cluster (`rollout.maxParallel`).
+    /// An update waits for its turn in the cluster's rollout (role order or
+    /// disruption budget).
     pub const WAITING_FOR_ROLLOUT: &str = "WaitingForRollout";
+    /// The cluster's rollout is paused after `maxFailures` failed updates.
+    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+    /// The cluster's rollout is held (`spec.rollout.paused`).
+    pub const ROLLOUT_HELD: &str = "RolloutHeld";
+    /// A change waits to be applied (see `Reconciling` for why).
+    pub const UPDATE_PENDING: &str = "UpdatePending";
+    /// The containers run; they have not yet run `minReadySeconds`.
+    pub const CONTAINERS_STARTING: &str = "ContainersStarting";
+    /// Every container runs steadily.
+    pub const CONTAINERS_RUNNING: &str = "ContainersRunning";
+    /// A container exited, restarted, is missing or unhealthy.
+    pub const CONTAINER_NOT_READY: &str = "ContainerNotReady";
+    /// Never provisioned.
+    pub const NOT_PROVISIONED: &str = "NotProvisioned";
+    /// An update was not available within `progressDeadlineSeconds`.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// Every managed Server of the cluster runs its desired configuration.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// A cluster's rollout of a new revision started.
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    /// A cluster's rollout moved to the next role.
+    pub const ROLLOUT_ROLE_STARTED: &str = "RolloutRoleStarted";
+    /// A cluster's rollout is in progress.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// The Cluster's own parameters are invalid.
+    pub const INVALID_PARAMETERS: &str = "InvalidParameters";
     /// Waiting for the backoff after a failure.
     pub const BACKING_OFF: &str = "BackingOff";
     /// The referenced Cluster does not exist.
@@ -56,6 +86,8 @@ pub mod reason {
     pub const RUN_REJECTED: &str = "RunRejected";
     /// The playbook runner could not be reached.
     pub const RUNNER_UNAVAILABLE: &str = "RunnerUnavailable";
+    /// A provision run repairs a host that drifted.
+    pub const REPAIRING: &str = "Repairing";
     /// A check-mode run found differences.
     pub const DRIFT_DETECTED: &str = "DriftDetected";
     /// A check-mode run found none.

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod conditions;
+pub mod fleet;
 pub mod image;
 pub mod leader;
 pub mod metrics;

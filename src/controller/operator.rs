@@ -9,22 +9,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::cluster::summarize;
+use super::fleet::{Fleet, key_of};
 use super::image::{self, ImageEngine, PushBackoff};
 use super::leader::{LeaderConfig, LeaderElector};
 use super::metrics::{Health, Metrics};
-use super::server::reconcile::{
-    self as server_reconcile, Provisioner, RolloutGate, ServerState, Stores,
-};
-use super::{Context, Error, Settings, write_status};
+use super::server::reconcile::{self as server_reconcile, Provisioner, ServerState, Stores};
+use super::server::rollout::Decision;
+use super::{Context, Error, Settings, publish, write_status};
 
 /// Events buffered per subscriber of a shared store.
 const BUFFER: usize = 4096;
@@ -46,7 +46,13 @@ pub struct OperatorConfig {
 
 /// Drives a shared reflector: one watch per kind, its store updated before
 /// any subscriber sees an event, so a trigger never reads a stale cache.
-fn drive<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> impl Future<Output = ()>
+/// `observe` sees every event (deletions and relists included) before the
+/// store does.
+fn drive<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> impl Future<Output = ()>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -56,10 +62,32 @@ where
         + Sync
         + 'static,
 {
+    // The cache holds what the controllers read: not the managedFields
+    // (often larger than the rest of the object) nor kubectl's
+    // last-applied-configuration annotation.
     watcher(api, watcher::Config::default())
         .default_backoff()
+        .map_ok(|mut event| {
+            strip(&mut event);
+            event
+        })
+        .inspect_ok(move |event| observe(event))
         .reflect_shared(writer)
         .for_each(|_| async {})
+}
+
+/// Drops from a watched object what no controller reads.
+fn strip<K: kube::Resource>(event: &mut watcher::Event<K>) {
+    let meta = match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+            o.meta_mut()
+        }
+        watcher::Event::Init | watcher::Event::InitDone => return,
+    };
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Runs the controllers until `shutdown` resolves (in-flight reconciles
@@ -122,15 +150,31 @@ pub async fn run(
     let (image_store, image_writer) = reflector::store_shared::<Image>(BUFFER);
     let subscribe = "a shared store can be subscribed to";
     let servers_main = server_writer.subscribe().context(subscribe)?;
-    let servers_siblings = server_writer.subscribe().context(subscribe)?;
     let servers_clusters = server_writer.subscribe().context(subscribe)?;
     let clusters_main = cluster_writer.subscribe().context(subscribe)?;
     let clusters_servers = cluster_writer.subscribe().context(subscribe)?;
     let images_main = image_writer.subscribe().context(subscribe)?;
     let images_servers = image_writer.subscribe().context(subscribe)?;
-    tokio::spawn(drive(Api::<Server>::all(client.clone()), server_writer));
-    tokio::spawn(drive(Api::<Cluster>::all(client.clone()), cluster_writer));
-    tokio::spawn(drive(Api::<Image>::all(client.clone()), image_writer));
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let fleet = Arc::new(Fleet::new(cluster_store.clone(), wake_tx.clone()));
+    {
+        let fleet = fleet.clone();
+        tokio::spawn(drive(
+            Api::<Server>::all(client.clone()),
+            server_writer,
+            move |e| fleet.observe(e),
+        ));
+    }
+    tokio::spawn(drive(
+        Api::<Cluster>::all(client.clone()),
+        cluster_writer,
+        |_| {},
+    ));
+    tokio::spawn(drive(
+        Api::<Image>::all(client.clone()),
+        image_writer,
+        |_| {},
+    ));
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
@@ -140,8 +184,9 @@ pub async fn run(
         }
     };
 
-    // Server controller, triggered by its Cluster, its Images, and siblings
-    // whose membership (host, roles, provisioning, deletion) changed.
+    // Server controller, triggered by its Cluster, its Images, and the
+    // membership index when a derived value it renders changed (or the
+    // Cluster controller when its turn in the rollout came).
     let stores = Stores {
         servers: server_store.clone(),
         clusters: cluster_store.clone(),
@@ -150,18 +195,19 @@ pub async fn run(
     let state = Arc::new(ServerState {
         runner,
         stores: stores.clone(),
-        rollout: RolloutGate::default(),
+        fleet: fleet.clone(),
+        memo: Default::default(),
+        written: Default::default(),
         blocked: Default::default(),
     });
     let by_cluster = {
-        let store = server_store.clone();
+        let fleet = fleet.clone();
         move |c: Arc<Cluster>| {
-            let (ns, name) = (c.namespace(), c.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|s| s.namespace() == ns && s.spec.cluster_ref.name == name)
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
+            let ns = c.namespace().unwrap_or_default();
+            fleet
+                .members(&key_of(c.as_ref()))
+                .into_iter()
+                .map(|name| ObjectRef::new(&name).within(&ns))
                 .collect::<Vec<_>>()
         }
     };
@@ -186,44 +232,13 @@ pub async fn run(
                 .collect::<Vec<_>>()
         }
     };
-    let by_sibling = {
-        let store = server_store.clone();
-        let seen: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-        move |s: Arc<Server>| {
-            let membership = format!(
-                "{}|{:?}|{:?}|{}|{}",
-                s.spec.host,
-                s.spec.roles,
-                s.spec.provisioning,
-                s.spec.cluster_ref.name,
-                s.metadata.deletion_timestamp.is_some()
-            );
-            let key = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
-            let changed = seen
-                .lock()
-                .map(|mut m| m.insert(key, membership.clone()) != Some(membership))
-                .unwrap_or(true);
-            if !changed {
-                return Vec::new();
-            }
-            let (ns, cluster, me) = (s.namespace(), s.spec.cluster_ref.name.clone(), s.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|o| {
-                    o.namespace() == ns && o.spec.cluster_ref.name == cluster && o.name_any() != me
-                })
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
     let server_task = {
         let (ctx, state) = (ctx.clone(), state.clone());
         Controller::for_shared_stream(servers_main, server_store.clone())
             .with_config(controller_config.clone())
             .watches_shared_stream(clusters_servers, by_cluster)
             .watches_shared_stream(images_servers, by_image)
-            .watches_shared_stream(servers_siblings, by_sibling)
+            .reconcile_on(wake_rx)
             .graceful_shutdown_on(signal(&shutdown_tx))
             .run(
                 move |s, ctx| {
@@ -251,7 +266,8 @@ pub async fn run(
         .for_each(log_result("image"));
 
     let cluster_task = {
-        let store = server_store.clone();
+        let (state, wake) = (state.clone(), wake_tx.clone());
+        let last = Arc::new(ClusterPace::default());
         Controller::for_shared_stream(clusters_main, cluster_store.clone())
             .with_config(controller_config)
             .watches_shared_stream(servers_clusters, |s: Arc<Server>| {
@@ -263,8 +279,8 @@ pub async fn run(
             .graceful_shutdown_on(signal(&shutdown_tx))
             .run(
                 move |c, ctx| {
-                    let store = store.clone();
-                    async move { reconcile_cluster(c, ctx, store).await }
+                    let (state, wake, last) = (state.clone(), wake.clone(), last.clone());
+                    async move { reconcile_cluster(c, ctx, state, wake, last).await }
                 },
                 error_policy,
                 ctx.clone(),
@@ -305,14 +321,81 @@ pub async fn run(
     }
 }
 
+/// When each Cluster was last summarized: a Cluster is woken by every status
+/// write of its Servers, so it is summarized at most once per
+/// [`CLUSTER_PACE`] (the rest are cheap re-schedules), keeping the work per
+/// Server event constant during a rollout of thousands.
+#[derive(Default)]
+struct ClusterPace(Mutex<HashMap<String, std::time::Instant>>);
+
+/// The shortest time between two summaries of one Cluster.
+const CLUSTER_PACE: Duration = Duration::from_millis(500);
+
 async fn reconcile_cluster(
     cluster: Arc<Cluster>,
     ctx: Arc<Context>,
-    servers: Store<Server>,
+    state: Arc<ServerState>,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<Server>>,
+    pace: Arc<ClusterPace>,
 ) -> Result<Action, Error> {
+    let key = key_of(cluster.as_ref());
+    if let Ok(mut last) = pace.0.lock() {
+        if let Some(at) = last.get(&key)
+            && let Some(wait) = CLUSTER_PACE.checked_sub(at.elapsed())
+        {
+            return Ok(Action::requeue(wait));
+        }
+        last.insert(key.clone(), std::time::Instant::now());
+    }
     let started = std::time::Instant::now();
-    let all: Vec<Server> = servers.state().iter().map(|s| (**s).clone()).collect();
-    let status = summarize(&cluster, &all);
+    let plan = state.plan(&ctx, &cluster);
+    let members: Vec<Arc<Server>> = state
+        .fleet
+        .members(&key)
+        .iter()
+        .filter_map(|name| {
+            state
+                .stores
+                .servers
+                .get(&ObjectRef::new(name).within(&cluster.namespace().unwrap_or_default()))
+        })
+        .collect();
+    let statuses: Vec<(Arc<Server>, Option<crate::crd::ServerStatus>)> = members
+        .into_iter()
+        .map(|s| {
+            let st = state.written.effective(&s);
+            (s, st)
+        })
+        .collect();
+    let revision = super::cluster::revision(&cluster, &state.stores.images);
+    let status = summarize(&cluster, &statuses, &plan, revision);
+    // Servers whose turn came: wake them now rather than at their next poll.
+    for (s, st) in &statuses {
+        let running = st
+            .as_ref()
+            .and_then(|st| st.run.as_ref())
+            .is_some_and(crate::crd::RunStatus::in_flight);
+        if !running
+            && matches!(
+                plan.decision(&s.name_any()),
+                Decision::Install | Decision::Update
+            )
+            && let Some(ns) = s.namespace()
+        {
+            let _ = wake.unbounded_send(ObjectRef::new(&s.name_any()).within(&ns));
+        }
+    }
+    for (kind, reason, note) in super::cluster::transitions(cluster.status.as_ref(), &status) {
+        publish(
+            &ctx.recorder,
+            cluster.as_ref(),
+            kind,
+            reason,
+            "Rollout",
+            note,
+        )
+        .await;
+    }
     write_status(
         &ctx.client,
         cluster.as_ref(),

@@ -7,11 +7,15 @@ mod condition;
 mod image;
 mod server;
 
-pub use cluster::{Cluster, ClusterSpec, ClusterStatus, RegistrySpec, RolloutSpec};
+pub use cluster::{
+    Cluster, ClusterSpec, ClusterStatus, RegistrySpec, RoleRolloutStatus, RolloutPhase,
+    RolloutSpec, RolloutStatus,
+};
 pub use condition::{Condition, ConditionStatus, now_rfc3339, set_condition};
 pub use image::{Image, ImageCategory, ImageSource, ImageSpec, ImageStatus};
 pub use server::{
-    ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec, ServerStatus, SshSpec,
+    ContainerPhase, ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec,
+    ServerStatus, SshSpec, UpdateStatus,
 };
 
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, LocalObjectReference, Parameters, Role, condition::conditions_schema};
+use crate::runner::api::{Playbook, RunState};
 
 /// One target host (bare metal or VM) of a Cluster and the Contrail role
 /// containers it runs.
@@ -28,6 +29,7 @@ use super::{Condition, LocalObjectReference, Parameters, Role, condition::condit
     printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,
     printcolumn = r#"{"name":"Roles","type":"string","jsonPath":".spec.roles"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Containers","type":"string","jsonPath":".status.containersReady"}"#,
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Provisioning","type":"string","priority":1,"jsonPath":".spec.provisioning"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -203,13 +205,22 @@ pub struct ServerStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Provisioned`, `Reconciling`, `Stalled`, `Drifted`.
+    /// `Ready` (the desired configuration is applied and available),
+    /// `Available` (every role container has run for the cluster's
+    /// `minReadySeconds` without a restart, whatever its configuration),
+    /// `Provisioned`, `Reconciling`, `Stalled`, `Drifted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// One entry per role container.
+    /// One entry per role container, as last read from the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerStatus>,
+    /// Role containers ready / role containers, e.g. `2/2` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers_ready: Option<String>,
+    /// When the containers' state was last read from the host (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers_observed_time: Option<String>,
     /// The current run, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunStatus>,
@@ -217,6 +228,10 @@ pub struct ServerStatus {
     /// last applied successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_hash: Option<String>,
+    /// The update in progress or the last failed one (a change to a Server
+    /// already provisioned), for the cluster's rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateStatus>,
     /// Progress of the current run as `done/total` tasks, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
@@ -234,6 +249,83 @@ pub struct ServerStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// An update of a provisioned Server: a change of its configuration, images
+/// or layout rolled out by the cluster's rollout policy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStatus {
+    /// The desired hash the update applies.
+    pub hash: String,
+    /// When its run started (RFC 3339); the progress deadline counts from here.
+    pub start_time: String,
+    /// The Cluster's `metadata.generation` when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_generation: Option<i64>,
+    /// The Server's `metadata.generation` when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When it failed (RFC 3339): the run failed, a container exited or
+    /// restarted, or it was not available within the progress deadline. A
+    /// failed update counts towards the rollout's `maxFailures` while the
+    /// Cluster, the Server and the desired hash stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_time: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// State of a role container.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ContainerPhase {
+    /// Running.
+    Running,
+    /// Exited and waiting to be restarted by Docker's restart policy.
+    Restarting,
+    /// Stopped (exited or killed).
+    Exited,
+    /// Created, never started.
+    Created,
+    /// Paused.
+    Paused,
+    /// Dead (Docker could not remove or restart it).
+    Dead,
+    /// Not on the host.
+    Missing,
+    /// Not read yet.
+    #[default]
+    Unknown,
+}
+
+impl ContainerPhase {
+    /// From Docker's `State.Status`.
+    pub fn from_docker(status: &str) -> ContainerPhase {
+        match status {
+            "running" => ContainerPhase::Running,
+            "restarting" => ContainerPhase::Restarting,
+            "exited" => ContainerPhase::Exited,
+            "created" => ContainerPhase::Created,
+            "paused" => ContainerPhase::Paused,
+            "dead" | "removing" => ContainerPhase::Dead,
+            _ => ContainerPhase::Unknown,
+        }
+    }
+
+    /// The word used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerPhase::Running => "running",
+            ContainerPhase::Restarting => "restarting",
+            ContainerPhase::Exited => "exited",
+            ContainerPhase::Created => "created",
+            ContainerPhase::Paused => "paused",
+            ContainerPhase::Dead => "dead",
+            ContainerPhase::Missing => "missing",
+            ContainerPhase::Unknown => "unknown",
+        }
+    }
 }
 
 /// State of one role container on the host.
@@ -254,13 +346,37 @@ pub struct ContainerStatus {
     /// Hash of the role file the container was started with.
     #[serde(default)]
     pub config_hash: String,
-    /// `Running`, `Pending`, `Failed`.
+    /// Docker's id of the image the container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// `Running`, `Restarting`, `Exited`, `Created`, `Paused`, `Dead`,
+    /// `Missing` or `Unknown`.
     #[serde(default)]
-    pub state: String,
+    pub state: ContainerPhase,
+    /// Restarts by Docker's restart policy since the container was created.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// When the container last started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Exit code of its last stop, when it has stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Docker's health status when the image has a health check (`starting`,
+    /// `healthy`, `unhealthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Running for `minReadySeconds` without a restart (and healthy, when it
+    /// has a health check).
+    #[serde(default)]
+    pub ready: bool,
+    /// Why it is not ready: its state, exit code and the last lines of its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A playbook run of this Server.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {
     /// Run id at the playbook runner.
@@ -268,13 +384,14 @@ pub struct RunStatus {
     /// The playbook runner the run went to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
-    /// Playbook: `provision`, `deprovision` or `check`.
-    pub playbook: String,
+    /// Playbook: `provision`, `deprovision`, `check` (drift) or `inspect`
+    /// (container state).
+    pub playbook: Playbook,
     /// The desired hash this run applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: RunState,
     /// When the run started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
@@ -293,4 +410,11 @@ pub struct RunStatus {
     /// Result message (the failure's cause when failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl RunStatus {
+    /// Whether the run is still going.
+    pub fn in_flight(&self) -> bool {
+        !self.state.is_terminal()
+    }
 }

@@ -187,7 +187,7 @@ spec:
     GLOBAL:
       cloud_orchestrator: kubernetes
   rollout:
-    maxParallel: 2
+    maxUnavailable: {default: 2}
 ---
 apiVersion: servermanager.contrail.io/v1alpha1
 kind: Image
