@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -49,6 +50,12 @@ struct Membership {
     roles: Vec<Role>,
 }
 
+/// How long a cluster's membership must stay unchanged before runs start
+/// with the values it implies: a lab applied at once (`kubectl apply -f
+/// lab/`) arrives one Server at a time, and provisioning the first ones with
+/// a partial `controller_nodes` would provision them twice.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
 /// One cluster's members.
 #[derive(Debug, Default)]
 struct ClusterMembers {
@@ -57,6 +64,8 @@ struct ClusterMembers {
     /// Bumped whenever `derived` changes.
     version: u64,
     derived: Arc<Derived>,
+    /// Until when the derived values are settling after a change.
+    settling_until: Option<Instant>,
 }
 
 impl ClusterMembers {
@@ -106,6 +115,8 @@ struct Inner {
     cluster_of: HashMap<Key, Key>,
     /// Objects of a relist in progress (`Init` … `InitDone`).
     relist: Option<Vec<Arc<Server>>>,
+    /// The first list is done: later changes are changes.
+    listed: bool,
 }
 
 /// The membership index shared by the controllers.
@@ -124,6 +135,9 @@ pub struct Snapshot {
     pub derived: Arc<Derived>,
     /// Changes whenever `derived` does.
     pub version: u64,
+    /// How long until the derived values have been stable for [`SETTLE`]
+    /// (`None`: settled).
+    pub settling: Option<Duration>,
 }
 
 impl Fleet {
@@ -161,6 +175,7 @@ impl Fleet {
             watcher::Event::InitDone => {
                 let wake = self.relisted();
                 self.wake_all(wake);
+                self.lock().listed = true;
             }
         }
     }
@@ -228,6 +243,14 @@ impl Fleet {
             if keys.iter().all(|k| explicit.contains(k)) {
                 continue;
             }
+            {
+                let mut inner = self.lock();
+                if inner.listed
+                    && let Some(c) = inner.clusters.get_mut(&cluster)
+                {
+                    c.settling_until = Some(Instant::now() + SETTLE);
+                }
+            }
             let ns = cluster.split_once('/').map(|(n, _)| n).unwrap_or_default();
             for name in self.members(&cluster) {
                 let _ = self.wake.unbounded_send(ObjectRef::new(&name).within(ns));
@@ -252,11 +275,16 @@ impl Fleet {
                 members: c.all.keys().cloned().collect(),
                 derived: c.derived.clone(),
                 version: c.version,
+                settling: c
+                    .settling_until
+                    .and_then(|t| t.checked_duration_since(Instant::now()))
+                    .filter(|d| !d.is_zero()),
             },
             None => Snapshot {
                 members: Vec::new(),
                 derived: Arc::default(),
                 version: 0,
+                settling: None,
             },
         }
     }

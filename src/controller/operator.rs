@@ -199,6 +199,7 @@ pub async fn run(
         memo: Default::default(),
         written: Default::default(),
         blocked: Default::default(),
+        secrets: Default::default(),
     });
     let by_cluster = {
         let fleet = fleet.clone();

@@ -182,7 +182,7 @@ impl Outcome {
             Outcome::Waiting(w) => Some(match w {
                 Wait::Paused { .. } => (true, reason::ROLLOUT_PAUSED, w.message()),
                 Wait::Held => (false, reason::ROLLOUT_HELD, w.message()),
-                Wait::Budget { .. } | Wait::Order { .. } => {
+                Wait::Budget { .. } | Wait::Order { .. } | Wait::Settling => {
                     (false, reason::WAITING_FOR_ROLLOUT, w.message())
                 }
             }),

@@ -115,6 +115,43 @@ impl BlockedCounts {
     }
 }
 
+/// Secrets read recently: every run start needs its Server's SSH Secret
+/// (and its Cluster's registry Secret), often the same one for a whole
+/// fleet; reading it once per [`SECRET_TTL`] instead of once per run keeps
+/// API requests per Server flat. A changed Secret is seen within the TTL;
+/// a missing one is never cached.
+#[derive(Default)]
+pub struct SecretCache(Mutex<HashMap<(String, String), ReadSecret>>);
+
+/// A Secret and when it was read.
+type ReadSecret = (Instant, Arc<Secret>);
+
+/// How long a Secret read is reused.
+pub const SECRET_TTL: Duration = Duration::from_secs(10);
+
+impl SecretCache {
+    async fn get(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Secret>>, kube::Error> {
+        let key = (ns.to_string(), name.to_string());
+        if let Ok(map) = self.0.lock()
+            && let Some((at, secret)) = map.get(&key)
+            && at.elapsed() < SECRET_TTL
+        {
+            return Ok(Some(secret.clone()));
+        }
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let found = api.get_opt(name).await?.map(Arc::new);
+        if let (Some(secret), Ok(mut map)) = (&found, self.0.lock()) {
+            map.insert(key, (Instant::now(), secret.clone()));
+        }
+        Ok(found)
+    }
+}
+
 /// Server controller state beyond the shared Context.
 pub struct ServerState {
     /// The runners.
@@ -129,6 +166,8 @@ pub struct ServerState {
     pub written: Written,
     /// Blocked-attempt counts.
     pub blocked: BlockedCounts,
+    /// Secrets read recently.
+    pub secrets: SecretCache,
 }
 
 impl ServerState {
@@ -210,15 +249,16 @@ pub fn policy(cluster: Option<&Cluster>) -> RolloutSpec {
 /// Reads SSH and registry credentials from Secrets.
 struct SecretCredentials<'a> {
     client: &'a Client,
+    cache: &'a SecretCache,
 }
 
 #[async_trait::async_trait]
 impl Credentials for SecretCredentials<'_> {
     async fn target(&self, server: &Server) -> Result<Target, Blocked> {
-        secret_target(server, self.client).await
+        secret_target(server, self.client, self.cache).await
     }
     async fn registry(&self, desired: &Desired) -> Result<RegistryAuth, Blocked> {
-        registry_auth(desired, self.client).await
+        registry_auth(desired, self.client, self.cache).await
     }
 }
 
@@ -285,9 +325,11 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
         backoff: ctx.settings.backoff,
         now: Timestamp::now(),
         plan: &plan,
+        settling: snapshot.settling,
     };
     let credentials = SecretCredentials {
         client: &ctx.client,
+        cache: &state.secrets,
     };
     let st = current.clone().unwrap_or_default();
     let mut step = step::step(&inputs, st, state.runner.as_ref(), &credentials).await;
@@ -384,30 +426,31 @@ async fn write(
     let before = ready(current);
     let after = ready(Some(&new));
     state.written.record(server, new);
+    // Events when Ready changes to something worth telling: provisioned
+    // (Normal), or a failure (Warning). Progress in between (provisioning,
+    // waiting for the rollout, containers starting) is in the conditions;
+    // an Event for each step would cost a request per step per Server.
     if let Some((status, why, message)) = after
         && before.as_ref().map(|b| &b.1) != Some(&why)
     {
-        let warning = status != ConditionStatus::True
-            && matches!(
-                outcome,
-                Outcome::Failed { .. }
-                    | Outcome::Current(Availability::NotReady { .. })
-                    | Outcome::DeprovisionFailed(_)
-            )
-            || matches!(outcome, Outcome::Blocked(b) if b.stalled);
-        let kind = if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let action = if status == ConditionStatus::True {
-            "Provision"
-        } else {
-            "Reconcile"
-        };
-        // Repeats of an event within minutes are one Event with a series
-        // (see `publish`); the note says what the condition says.
-        publish(&ctx.recorder, server, kind, &why, action, message).await;
+        let warning = matches!(
+            outcome,
+            Outcome::Failed { .. }
+                | Outcome::Current(Availability::NotReady { .. })
+                | Outcome::Repairing { .. }
+                | Outcome::DeprovisionFailed(_)
+        ) || matches!(outcome, Outcome::Blocked(b) if b.stalled);
+        let provisioned = status == ConditionStatus::True && why == reason::PROVISIONED;
+        if warning || provisioned {
+            let (kind, action) = if warning {
+                (EventType::Warning, "Reconcile")
+            } else {
+                (EventType::Normal, "Provision")
+            };
+            // Repeats of an event within minutes are one Event with a series
+            // (see `publish`); the note says what the condition says.
+            publish(&ctx.recorder, server, kind, &why, action, message).await;
+        }
     }
     Ok(())
 }
@@ -532,7 +575,7 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
             return pending();
         }
     }
-    let target = match secret_target(server, &ctx.client).await {
+    let target = match secret_target(server, &ctx.client, &state.secrets).await {
         Ok(t) => t,
         Err(b) => {
             let msg = format!(
@@ -600,7 +643,11 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
     pending()
 }
 
-async fn secret_target(server: &Server, client: &Client) -> Result<Target, Blocked> {
+async fn secret_target(
+    server: &Server,
+    client: &Client,
+    cache: &SecretCache,
+) -> Result<Target, Blocked> {
     let ns = server.namespace().unwrap_or_default();
     let Some(ssh) = server.spec.ssh.as_ref() else {
         return Err(Blocked::new(
@@ -609,10 +656,9 @@ async fn secret_target(server: &Server, client: &Client) -> Result<Target, Block
             true,
         ));
     };
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let name = &ssh.secret_ref.name;
-    let secret = api
-        .get_opt(name)
+    let secret = cache
+        .get(client, &ns, name)
         .await
         .map_err(|e| {
             Blocked::new(
@@ -628,7 +674,7 @@ async fn secret_target(server: &Server, client: &Client) -> Result<Target, Block
                 true,
             )
         })?;
-    let data = secret.data.unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
     let field = |k: &str| {
         data.get(k)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
@@ -649,7 +695,11 @@ async fn secret_target(server: &Server, client: &Client) -> Result<Target, Block
     })
 }
 
-async fn registry_auth(desired: &Desired, client: &Client) -> Result<RegistryAuth, Blocked> {
+async fn registry_auth(
+    desired: &Desired,
+    client: &Client,
+    cache: &SecretCache,
+) -> Result<RegistryAuth, Blocked> {
     let mut auth = RegistryAuth {
         address: desired.registry.clone(),
         insecure: desired.insecure,
@@ -666,10 +716,9 @@ async fn registry_auth(desired: &Desired, client: &Client) -> Result<RegistryAut
         return Ok(auth);
     };
     let ns = desired.cluster.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let name = &secret_ref.name;
-    let secret = api
-        .get_opt(name)
+    let secret = cache
+        .get(client, &ns, name)
         .await
         .map_err(|e| {
             Blocked::new(
@@ -685,7 +734,7 @@ async fn registry_auth(desired: &Desired, client: &Client) -> Result<RegistryAut
                 true,
             )
         })?;
-    let data = secret.data.unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
     auth.username = data
         .get("username")
         .map(|b| String::from_utf8_lossy(&b.0).into_owned());

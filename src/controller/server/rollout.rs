@@ -95,6 +95,9 @@ pub enum Wait {
     },
     /// `spec.rollout.paused` is true.
     Held,
+    /// The cluster's membership changed a moment ago (Servers being added):
+    /// runs start once the values it implies have settled.
+    Settling,
 }
 
 impl Wait {
@@ -114,6 +117,9 @@ impl Wait {
                 listed(failed)
             ),
             Wait::Held => "the cluster's rollout is held (spec.rollout.paused)".to_string(),
+            Wait::Settling => {
+                "the cluster's membership just changed: waiting for it to settle".to_string()
+            }
         }
     }
 }
@@ -436,6 +442,7 @@ mod tests {
                 Decision::Wait(Wait::Order { role, .. }) => format!("order:{role}"),
                 Decision::Wait(Wait::Paused { .. }) => "paused".to_string(),
                 Decision::Wait(Wait::Held) => "held".to_string(),
+                Decision::Wait(Wait::Settling) => "settling".to_string(),
             })
             .collect()
     }

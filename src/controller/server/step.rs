@@ -26,8 +26,18 @@ use crate::runner::api::{
     Target,
 };
 
-/// How often a run in flight is polled.
+/// How often a run in flight is polled, at most.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// The first poll of a run: a short run (an inspection, an idempotent
+/// provision) is seen finished soon; longer ones are polled less and less
+/// often, up to [`POLL_INTERVAL`].
+pub const FIRST_POLL: Duration = Duration::from_millis(250);
+
+/// When to poll a run started at `started` again.
+fn poll_after(started: Option<&str>, now: Timestamp) -> Duration {
+    let elapsed = parse(started).map_or(Duration::ZERO, |t| until(t, now));
+    (elapsed / 4).clamp(FIRST_POLL, POLL_INTERVAL)
+}
 /// How long an update waiting for the rollout sleeps before looking again
 /// (the Cluster controller wakes it earlier when its turn comes).
 pub const WAIT_INTERVAL: Duration = Duration::from_secs(10);
@@ -61,6 +71,9 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// The rollout planner's decision for this Server, given its status.
     pub plan: &'a (dyn Fn(&ServerStatus) -> Decision + Send + Sync),
+    /// The cluster's membership changed a moment ago: how long until its
+    /// derived values count as settled (no provisioning before).
+    pub settling: Option<Duration>,
 }
 
 /// Something worth an Event besides a change of the `Ready` reason.
@@ -242,6 +255,7 @@ pub async fn step(
                 copy_progress(&mut run, &report);
                 let playbook = run.playbook;
                 let id = run.id.clone();
+                let next = poll_after(run.start_time.as_deref(), now);
                 st.run = Some(run);
                 let outcome = match playbook {
                     Playbook::Provision | Playbook::Deprovision => running(&st, playbook, id),
@@ -252,7 +266,7 @@ pub async fn step(
                 return Step {
                     status: st,
                     outcome,
-                    requeue: Some(POLL_INTERVAL),
+                    requeue: Some(next),
                     notes,
                 };
             }
@@ -442,6 +456,14 @@ pub async fn step(
                 paused,
             },
             requeue: Some(until(now, t).max(Duration::from_secs(1))),
+            notes,
+        };
+    }
+    if let (Decision::Install | Decision::Update, Some(wait)) = (&decision, inputs.settling) {
+        return Step {
+            status: st,
+            outcome: Outcome::Waiting(super::rollout::Wait::Settling),
+            requeue: Some(wait.max(Duration::from_millis(100))),
             notes,
         };
     }
@@ -884,7 +906,7 @@ async fn start(
     Step {
         status: st,
         outcome,
-        requeue: Some(POLL_INTERVAL),
+        requeue: Some(FIRST_POLL),
         notes,
     }
 }
@@ -1100,6 +1122,7 @@ mod tests {
                 backoff: Backoff::default(),
                 now: self.now,
                 plan: &plan,
+                settling: None,
             };
             let mut out = step(&inputs, st, &self.runner, &FakeCredentials).await;
             outcome::apply(
@@ -1133,7 +1156,7 @@ mod tests {
         let req = h.runner.last();
         assert_eq!(req.vars.roles[0].image, "r:5000/c-agent:1");
         assert!(req.idempotency_key.unwrap().starts_with("u1/provision/h1/"));
-        assert_eq!(s.requeue, Some(POLL_INTERVAL));
+        assert_eq!(s.requeue, Some(FIRST_POLL));
         assert_eq!(cond(&s.status, READY).1, reason::PROVISIONING);
         assert_eq!(
             s.status.run.as_ref().unwrap().runner.as_deref(),
