@@ -336,6 +336,36 @@ struct Rule {
     message: &'static str,
 }
 
+impl Rule {
+    /// The string must match `re`.
+    fn must(re: impl Into<String>, message: &'static str) -> Rule {
+        Rule {
+            when: None,
+            must: Some(re.into()),
+            message,
+        }
+    }
+
+    /// The string must not match `re`.
+    fn forbid(re: impl Into<String>, message: &'static str) -> Rule {
+        Rule {
+            when: Some(re.into()),
+            must: None,
+            message,
+        }
+    }
+
+    /// A host between `before` and `after` whose last label is a number must
+    /// be an IPv4 address.
+    fn numeric_host(before: &str, after: &str) -> Rule {
+        Rule {
+            when: Some(format!("^{before}{NUMBER_LAST}{after}")),
+            must: Some(format!("^{before}{}{after}", ipv4())),
+            message: NUMERIC_HOST_RULE,
+        }
+    }
+}
+
 /// A string field's rules: its longest length and its [`Rule`]s, compiled
 /// once for the Rust checks.
 pub struct StringRules {
@@ -438,16 +468,8 @@ pub fn host_rules() -> &'static StringRules {
         StringRules::new(
             MAX_HOST_LEN,
             vec![
-                Rule {
-                    when: None,
-                    must: Some(format!("^(?:{}|{})$", ipv6(), host_name())),
-                    message: HOST_RULE,
-                },
-                Rule {
-                    when: Some(format!("^{NUMBER_LAST}$")),
-                    must: Some(format!("^{}$", ipv4())),
-                    message: NUMERIC_HOST_RULE,
-                },
+                Rule::must(format!("^(?:{}|{})$", ipv6(), host_name()), HOST_RULE),
+                Rule::numeric_host("", "$"),
             ],
         )
     });
@@ -473,30 +495,20 @@ pub fn url_rules() -> &'static StringRules {
         StringRules::new(
             MAX_URL_LEN,
             vec![
-                Rule {
-                    when: None,
-                    must: Some("^https?://".into()),
-                    message: "must start with http:// or https://",
-                },
-                Rule {
-                    when: Some(r"^https?://[^/?#]*@".into()),
-                    must: None,
-                    message: "must not hold a user name or password (they would show wherever the URL does)",
-                },
-                Rule {
-                    when: None,
-                    must: Some(format!(
+                Rule::must("^https?://", "must start with http:// or https://"),
+                Rule::forbid(
+                    r"^https?://[^/?#]*@",
+                    "must not hold a user name or password (they would show wherever the URL does)",
+                ),
+                Rule::must(
+                    format!(
                         r"^https?://(?:{}|\[{}\])(?::{PORT})?{rest}$",
                         host_name(),
                         ipv6()
-                    )),
-                    message: "must be http(s)://HOST[:PORT][/PATH]: HOST a host name, an IPv4 address or [IPv6], PORT 1 to 65535, PATH of URL characters (others percent-encoded, no white space)",
-                },
-                Rule {
-                    when: Some(format!("^https?://{NUMBER_LAST}(?:[:/?#]|$)")),
-                    must: Some(format!("^https?://{}(?:[:/?#]|$)", ipv4())),
-                    message: NUMERIC_HOST_RULE,
-                },
+                    ),
+                    "must be http(s)://HOST[:PORT][/PATH]: HOST a host name, an IPv4 address or [IPv6], PORT 1 to 65535, PATH of URL characters (others percent-encoded, no white space)",
+                ),
+                Rule::numeric_host("https?://", "(?:[:/?#]|$)"),
             ],
         )
     });
@@ -523,24 +535,18 @@ pub fn registry_address_rules() -> &'static StringRules {
         StringRules::new(
             MAX_REGISTRY_LEN,
             vec![
-                Rule {
-                    when: Some("^[A-Za-z][A-Za-z0-9+.-]*://".into()),
-                    must: None,
-                    message: "must not start with a scheme (http://, https://): write HOST[:PORT][/path]; insecure: true selects plain HTTP",
-                },
-                Rule {
-                    when: None,
-                    must: Some(format!(
+                Rule::forbid(
+                    "^[A-Za-z][A-Za-z0-9+.-]*://",
+                    "must not start with a scheme (http://, https://): write HOST[:PORT][/path]; insecure: true selects plain HTTP",
+                ),
+                Rule::must(
+                    format!(
                         r"^(?:(?:{LABEL}(?:\.{LABEL})+|localhost)(?::{PORT})?|{LABEL}:{PORT}|\[{}\](?::{PORT})?)(?:/{component})*$",
                         ipv6()
-                    )),
-                    message: "must be HOST[:PORT][/path]: HOST a host name with a dot, localhost, an IPv4 address or [IPv6] (a single-label name needs a port), PORT 1 to 65535, path components of lower case letters and digits separated by '.', '_', '__' or '-'",
-                },
-                Rule {
-                    when: Some(format!("^{NUMBER_LAST}(?:[:/]|$)")),
-                    must: Some(format!("^{}(?:[:/]|$)", ipv4())),
-                    message: NUMERIC_HOST_RULE,
-                },
+                    ),
+                    "must be HOST[:PORT][/path]: HOST a host name with a dot, localhost, an IPv4 address or [IPv6] (a single-label name needs a port), PORT 1 to 65535, path components of lower case letters and digits separated by '.', '_', '__' or '-'",
+                ),
+                Rule::numeric_host("", "(?:[:/]|$)"),
             ],
         )
     });
@@ -561,11 +567,10 @@ pub fn user_rules() -> &'static StringRules {
     static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
         StringRules::new(
             MAX_USER_LEN,
-            vec![Rule {
-                when: None,
-                must: Some("^[a-z_][a-z0-9_.-]*$".into()),
-                message: "must be a POSIX user name: a lower case letter or '_', then lower case letters, digits, '_', '.' or '-'",
-            }],
+            vec![Rule::must(
+                "^[a-z_][a-z0-9_.-]*$",
+                "must be a POSIX user name: a lower case letter or '_', then lower case letters, digits, '_', '.' or '-'",
+            )],
         )
     });
     &RULES
@@ -580,11 +585,10 @@ pub fn container_prefix_rules() -> &'static StringRules {
     static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
         StringRules::new(
             MAX_CONTAINER_PREFIX_LEN,
-            vec![Rule {
-                when: None,
-                must: Some("^[a-zA-Z0-9][a-zA-Z0-9_.-]*$".into()),
-                message: "must start a Docker container name: a letter or digit, then letters, digits, '_', '.' or '-'",
-            }],
+            vec![Rule::must(
+                "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                "must start a Docker container name: a letter or digit, then letters, digits, '_', '.' or '-'",
+            )],
         )
     });
     &RULES

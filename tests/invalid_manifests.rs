@@ -46,6 +46,18 @@ struct Case {
     documents: usize,
 }
 
+impl Case {
+    /// The file's stem: the name of its object (of the object expected to
+    /// stall, for most later cases).
+    fn name(&self) -> String {
+        self.file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 fn corpus_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/invalid"))
 }
@@ -119,13 +131,7 @@ fn the_corpus_is_well_formed() {
                     c.file.display()
                 );
                 let obj: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-                let stem = c.file.file_stem().unwrap().to_string_lossy();
-                assert_eq!(
-                    obj["metadata"]["name"],
-                    stem.as_ref(),
-                    "{}",
-                    c.file.display()
-                );
+                assert_eq!(obj["metadata"]["name"], c.name(), "{}", c.file.display());
                 let kind = obj["kind"].as_str().unwrap().to_string();
                 let base = field.split('[').next().unwrap_or_default();
                 assert!(
@@ -204,12 +210,7 @@ fn every_invalid_manifest_is_refused_naming_the_field() {
         let Expect::Rejected { field } = &case.expect else {
             continue;
         };
-        let name = case
-            .file
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let name = case.name();
         let (ok, answer) = apply(&s, &manifests, &images, case);
         let answer = answer.trim();
         if ok {
@@ -230,12 +231,7 @@ fn every_invalid_manifest_is_refused_naming_the_field() {
     // Nothing refused was stored.
     let stored = s.kubectl(&["get", "clusters,servers,images", "-o", "name"]);
     for case in &cases {
-        let name = case
-            .file
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let name = case.name();
         if matches!(case.expect, Expect::Rejected { .. })
             && stored.lines().any(|l| l.ends_with(&format!("/{name}")))
         {
