@@ -269,6 +269,365 @@ pub fn confine_image_path(dir: &Path, path: &str) -> Result<PathBuf, ConfineErro
 /// operator` (the Helm chart mounts `operator.imageVolume` there).
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/server-manager/images";
 
+// ---- Rules on strings: hosts, URLs, registry addresses, names ----------------
+//
+// Each rule is a pair of anchored regular expressions in the syntax Go's RE2
+// (kube-apiserver's CEL `matches`) and Rust's `regex` (the embedded API
+// server's CEL, and the checks below) read alike: no look-around, no `\d`
+// (Unicode digits in Rust), ASCII classes only. The CRD schema gets them as CEL
+// rules with a message; the Rust check runs the very same expressions.
+
+/// A decimal octet 0-255, without leading zeros (`010` is octal to
+/// `inet_aton`, decimal to others: refused).
+const DEC_OCTET: &str = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
+/// 1 to 4 hexadecimal digits: one 16-bit piece of an IPv6 address.
+const H16: &str = "[0-9A-Fa-f]{1,4}";
+
+/// One label of a host name (RFC 1123): 1 to 63 letters, digits and `-`, not
+/// starting or ending with `-`.
+const LABEL: &str = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+
+/// A TCP port, 1 to 65535, without leading zeros.
+const PORT: &str = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9][0-9][0-9]|[1-5][0-9][0-9][0-9][0-9]|[1-9][0-9]{0,3})";
+
+/// Labels ending in a number (all digits, or `0x` hexadecimal): how WHATWG's
+/// URL standard and `inet_aton` recognize an IPv4 address written in any of
+/// the forms they accept (`127.1`, `0x7f.1`, `2130706433`).
+const NUMBER_LAST: &str = r"(?:[A-Za-z0-9-]*\.)*(?:[0-9]+|0[xX][0-9A-Fa-f]*)";
+
+fn ipv4() -> String {
+    format!(r"{DEC_OCTET}(?:\.{DEC_OCTET}){{3}}")
+}
+
+/// An IPv6 address as RFC 3986 writes it (`IPv6address`): eight pieces, or
+/// fewer around one `::`, the last 32 bits optionally as an IPv4 address. No
+/// zone (`%eth0`), no brackets.
+fn ipv6() -> String {
+    let ls32 = format!("(?:{H16}:{H16}|{})", ipv4());
+    // Up to `n + 1` pieces before the `::`: `[ *n( h16 ":" ) h16 ]`.
+    let before = |n: usize| match n {
+        0 => format!("(?:{H16})?"),
+        n => format!("(?:(?:{H16}:){{0,{n}}}{H16})?"),
+    };
+    let forms = [
+        format!("(?:{H16}:){{6}}{ls32}"),
+        format!("::(?:{H16}:){{5}}{ls32}"),
+        format!("{}::(?:{H16}:){{4}}{ls32}", before(0)),
+        format!("{}::(?:{H16}:){{3}}{ls32}", before(1)),
+        format!("{}::(?:{H16}:){{2}}{ls32}", before(2)),
+        format!("{}::{H16}:{ls32}", before(3)),
+        format!("{}::{ls32}", before(4)),
+        format!("{}::{H16}", before(5)),
+        format!("{}::", before(6)),
+    ];
+    format!("(?:{})", forms.join("|"))
+}
+
+fn host_name() -> String {
+    format!(r"{LABEL}(?:\.{LABEL})*")
+}
+
+/// One rule on a string: when `when` matches (always, when `None`), `must`
+/// must match (or, when `None`, the rule refuses what `when` matches).
+struct Rule {
+    when: Option<String>,
+    must: Option<String>,
+    message: &'static str,
+}
+
+impl Rule {
+    /// The string must match `re`.
+    fn must(re: impl Into<String>, message: &'static str) -> Rule {
+        Rule {
+            when: None,
+            must: Some(re.into()),
+            message,
+        }
+    }
+
+    /// The string must not match `re`.
+    fn forbid(re: impl Into<String>, message: &'static str) -> Rule {
+        Rule {
+            when: Some(re.into()),
+            must: None,
+            message,
+        }
+    }
+
+    /// A host between `before` and `after` whose last label is a number must
+    /// be an IPv4 address.
+    fn numeric_host(before: &str, after: &str) -> Rule {
+        Rule {
+            when: Some(format!("^{before}{NUMBER_LAST}{after}")),
+            must: Some(format!("^{before}{}{after}", ipv4())),
+            message: NUMERIC_HOST_RULE,
+        }
+    }
+}
+
+/// A string field's rules: its longest length and its [`Rule`]s, compiled
+/// once for the Rust checks.
+pub struct StringRules {
+    max_len: usize,
+    rules: Vec<Rule>,
+    compiled: Vec<(Option<regex::Regex>, Option<regex::Regex>)>,
+}
+
+/// A CEL string literal holding `text` (single quotes; `\` and `'` escaped).
+fn cel_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+impl StringRules {
+    fn new(max_len: usize, rules: Vec<Rule>) -> StringRules {
+        // The expressions are this file's constants; the unit tests compile
+        // every one of them, so this cannot fail at run time.
+        #[allow(clippy::expect_used)]
+        let compile = |re: &Option<String>| {
+            re.as_deref()
+                .map(|r| regex::Regex::new(r).expect("the rule's expression compiles"))
+        };
+        let compiled = rules
+            .iter()
+            .map(|r| (compile(&r.when), compile(&r.must)))
+            .collect();
+        StringRules {
+            max_len,
+            rules,
+            compiled,
+        }
+    }
+
+    /// Why `value` is refused (the first rule it breaks), or `None`.
+    pub fn error(&self, value: &str) -> Option<String> {
+        if value.chars().count() > self.max_len {
+            return Some(format!("must be at most {} characters", self.max_len));
+        }
+        self.rules
+            .iter()
+            .zip(&self.compiled)
+            .find(|(_, (when, must))| {
+                let applies = when.as_ref().is_none_or(|w| w.is_match(value));
+                applies && must.as_ref().is_none_or(|m| !m.is_match(value))
+            })
+            .map(|(rule, _)| rule.message.to_string())
+    }
+
+    /// The CEL expression of each rule, with its message.
+    fn cel_rules(&self) -> Vec<serde_json::Value> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let when = r
+                    .when
+                    .as_deref()
+                    .map(|w| format!("self.matches({})", cel_string(w)));
+                let must = r
+                    .must
+                    .as_deref()
+                    .map(|m| format!("self.matches({})", cel_string(m)));
+                let rule = match (when, must) {
+                    (None, Some(m)) => m,
+                    (Some(w), Some(m)) => format!("!{w} || {m}"),
+                    (Some(w), None) => format!("!{w}"),
+                    (None, None) => "true".to_string(),
+                };
+                serde_json::json!({"rule": rule, "message": r.message})
+            })
+            .collect()
+    }
+
+    /// The CRD schema of a string field following these rules: `maxLength`
+    /// (which also bounds the CEL cost kube-apiserver estimates) and one CEL
+    /// rule per [`Rule`].
+    pub fn schema(&self) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "maxLength": self.max_len,
+            "x-kubernetes-validations": self.cel_rules(),
+        })
+    }
+}
+
+/// What a host must be, for messages.
+pub const HOST_RULE: &str = "must be an IPv4 address, an IPv6 address or an RFC 1123 host name (labels of 1 to 63 letters, digits and '-', not starting or ending with '-', joined by single dots); no port, no brackets, no white space";
+
+const NUMERIC_HOST_RULE: &str = "a name whose last label is a number must be an IPv4 address: four decimal numbers from 0 to 255 without leading zeros";
+
+/// The longest host name (RFC 1123).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// `Server.spec.host` (and the runner's `target.host`): an IPv4 address, an
+/// IPv6 address or an RFC 1123 host name, nothing else. A name whose last
+/// label is a number must be a valid IPv4 address (`127.0.0.300`, `127.1`,
+/// `0x7f.1`, `010.0.0.1` are refused: resolvers read some of them as
+/// addresses other than the one meant).
+pub fn host_rules() -> &'static StringRules {
+    static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
+        StringRules::new(
+            MAX_HOST_LEN,
+            vec![
+                Rule::must(format!("^(?:{}|{})$", ipv6(), host_name()), HOST_RULE),
+                Rule::numeric_host("", "$"),
+            ],
+        )
+    });
+    &RULES
+}
+
+/// Why `host` cannot be a Server's host, or `None`.
+pub fn host_error(host: &str) -> Option<String> {
+    host_rules().error(host)
+}
+
+/// The longest `source.url`.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// `Image.spec.source.url`: `http://` or `https://`, a host (a host name, an
+/// IPv4 address or a bracketed IPv6 address, with the numeric rule of
+/// [`host_rules`]), an optional port 1-65535, then an optional path, query
+/// and fragment of RFC 3986 characters (anything else percent-encoded). No
+/// user name or password: they would show wherever the URL does.
+pub fn url_rules() -> &'static StringRules {
+    static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
+        let rest = r"(?:[/?#](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#-]|%[0-9A-Fa-f]{2})*)?";
+        StringRules::new(
+            MAX_URL_LEN,
+            vec![
+                Rule::must("^https?://", "must start with http:// or https://"),
+                Rule::forbid(
+                    r"^https?://[^/?#]*@",
+                    "must not hold a user name or password (they would show wherever the URL does)",
+                ),
+                Rule::must(
+                    format!(
+                        r"^https?://(?:{}|\[{}\])(?::{PORT})?{rest}$",
+                        host_name(),
+                        ipv6()
+                    ),
+                    "must be http(s)://HOST[:PORT][/PATH]: HOST a host name, an IPv4 address or [IPv6], PORT 1 to 65535, PATH of URL characters (others percent-encoded, no white space)",
+                ),
+                Rule::numeric_host("https?://", "(?:[:/?#]|$)"),
+            ],
+        )
+    });
+    &RULES
+}
+
+/// Why `url` cannot be an Image's `source.url`, or `None`.
+pub fn url_error(url: &str) -> Option<String> {
+    url_rules().error(url)
+}
+
+/// The longest registry address.
+pub const MAX_REGISTRY_LEN: usize = 255;
+
+/// `Cluster.spec.registry.address` (and the runner's `vars.registry.address`):
+/// `HOST[:PORT]` then optional `/path` components, as the first part of an
+/// image reference. HOST is a host name with a dot, `localhost`, an IPv4
+/// address or `[IPv6]`; a single-label name needs a port (Docker reads a
+/// first component without `.` or `:` as a Docker Hub namespace and would
+/// pull from there). No scheme: `insecure: true` selects plain HTTP.
+pub fn registry_address_rules() -> &'static StringRules {
+    static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
+        let component = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+        StringRules::new(
+            MAX_REGISTRY_LEN,
+            vec![
+                Rule::forbid(
+                    "^[A-Za-z][A-Za-z0-9+.-]*://",
+                    "must not start with a scheme (http://, https://): write HOST[:PORT][/path]; insecure: true selects plain HTTP",
+                ),
+                Rule::must(
+                    format!(
+                        r"^(?:(?:{LABEL}(?:\.{LABEL})+|localhost)(?::{PORT})?|{LABEL}:{PORT}|\[{}\](?::{PORT})?)(?:/{component})*$",
+                        ipv6()
+                    ),
+                    "must be HOST[:PORT][/path]: HOST a host name with a dot, localhost, an IPv4 address or [IPv6] (a single-label name needs a port), PORT 1 to 65535, path components of lower case letters and digits separated by '.', '_', '__' or '-'",
+                ),
+                Rule::numeric_host("", "(?:[:/]|$)"),
+            ],
+        )
+    });
+    &RULES
+}
+
+/// Why `address` cannot be a registry address, or `None`.
+pub fn registry_address_error(address: &str) -> Option<String> {
+    registry_address_rules().error(address)
+}
+
+/// The longest SSH user name (Linux `useradd`'s limit).
+pub const MAX_USER_LEN: usize = 32;
+
+/// `Server.spec.ssh.user` (and the runner's `target.user`): a POSIX user
+/// name.
+pub fn user_rules() -> &'static StringRules {
+    static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
+        StringRules::new(
+            MAX_USER_LEN,
+            vec![Rule::must(
+                "^[a-z_][a-z0-9_.-]*$",
+                "must be a POSIX user name: a lower case letter or '_', then lower case letters, digits, '_', '.' or '-'",
+            )],
+        )
+    });
+    &RULES
+}
+
+/// The longest container name prefix (the role name follows it).
+pub const MAX_CONTAINER_PREFIX_LEN: usize = 48;
+
+/// `Server.spec.layout.containerPrefix` (and the runner's
+/// `vars.container_prefix`): the start of a Docker container name.
+pub fn container_prefix_rules() -> &'static StringRules {
+    static RULES: std::sync::LazyLock<StringRules> = std::sync::LazyLock::new(|| {
+        StringRules::new(
+            MAX_CONTAINER_PREFIX_LEN,
+            vec![Rule::must(
+                "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                "must start a Docker container name: a letter or digit, then letters, digits, '_', '.' or '-'",
+            )],
+        )
+    });
+    &RULES
+}
+
+/// An object name as Kubernetes requires it of custom resources and Secrets
+/// (a lower case RFC 1123 subdomain): what `clusterRef.name`, `images`
+/// values and Secret references must be.
+pub const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$";
+
+/// The longest object name.
+pub const MAX_OBJECT_NAME_LEN: usize = 253;
+
+/// Why `name` cannot name an object, or `None`.
+pub fn object_name_error(name: &str) -> Option<String> {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        #[allow(clippy::expect_used)]
+        regex::Regex::new(OBJECT_NAME_PATTERN).expect("the name pattern compiles")
+    });
+    if name.len() > MAX_OBJECT_NAME_LEN {
+        return Some(format!("must be at most {MAX_OBJECT_NAME_LEN} characters"));
+    }
+    (!RE.is_match(name)).then(|| {
+        "must be an object name: lower case letters, digits, '-' and '.', starting and ending with a letter or digit".to_string()
+    })
+}
+
+/// The CRD schema of a field naming an object: a pattern (kube-apiserver
+/// answers `should match '<pattern>'`), `minLength` 1 and `maxLength` 253.
+pub fn object_name_schema() -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_OBJECT_NAME_LEN,
+        "pattern": OBJECT_NAME_PATTERN,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +704,299 @@ mod tests {
             assert!(pattern.is_match(path));
             let cel = crate::apiserver::schema::eval_rule(&rule, &json!(path)).expect("eval");
             assert_eq!(cel, host_directory_error(path).is_none(), "{path}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let long_label = "a".repeat(64);
+        let max_label = "a".repeat(63);
+        for ok in [
+            "10.84.0.21",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "localhost",
+            "node-1",
+            "Node-1.Lab.Example.COM",
+            "1a",
+            "a1.b2",
+            "x.123a",
+            "::1",
+            "::",
+            "fe80::1",
+            "2001:db8:0:0:0:0:2:1",
+            "2001:DB8::8:800:200C:417A",
+            "::ffff:192.0.2.128",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1::",
+            &max_label,
+            &format!("{max_label}.{max_label}"),
+        ] {
+            assert_eq!(host_error(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.300",
+            "127.0..1",
+            "127.0.0.1:2222",
+            "-lab.example.com",
+            "lab-.example.com",
+            "lab.-x.com",
+            &long_label,
+            &format!("{long_label}.example.com"),
+            "127.1",
+            "010.0.0.1",
+            "0x7f.0.0.1",
+            "example.0x1f",
+            "example.123",
+            "123",
+            "1.2.3.4.5",
+            "lab_1.example.com",
+            "lab.example.com.",
+            ".lab",
+            "a b",
+            "[::1]",
+            "fe80::1%eth0",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            "12345::",
+            "::1.2.3",
+            "-oProxyCommand=x",
+            "lab.example.com:22",
+            "http://lab",
+            "ünïcode.example",
+            "a\n",
+        ] {
+            assert!(host_error(bad).is_some(), "{bad:?}");
+        }
+        let too_long = vec!["abcdefghi"; 26].join(".");
+        assert!(too_long.len() > MAX_HOST_LEN);
+        assert!(host_error(&too_long).is_some());
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "http://127.0.0.1:8080/images/controller.tar",
+            "https://images.example.com/contrail/controller-5.0.tar.gz",
+            "https://images.example.com",
+            "http://[::1]:8080/a.tar",
+            "https://x.example/a.tar?token=abc&x=%20#frag",
+            "http://localhost/a%2Fb.tar",
+            "http://h:65535/",
+        ] {
+            assert_eq!(url_error(ok), None, "{ok}");
+        }
+        for bad in [
+            "http://",
+            "https://",
+            "http:///a.tar",
+            "http://exa mple.com/a.tar",
+            "http://example.com/a b.tar",
+            "http://example.com/a.tar ",
+            "ftp://example.com/a.tar",
+            "file:///etc/shadow",
+            "/var/lib/images/a.tar",
+            "example.com/a.tar",
+            "HTTP//example.com",
+            "http://user:secret@example.com/a.tar",
+            "http://token@example.com/a.tar",
+            "http://example.com:99999/a.tar",
+            "http://example.com:0/a.tar",
+            "http://example.com:/a.tar",
+            "http://127.0.0.300/a.tar",
+            "http://0x7f.1/a.tar",
+            "http://::1/a.tar",
+            "http://[::1/a.tar",
+            "http://example.com/%zz",
+            "http://example.com/\u{e9}.tar",
+        ] {
+            assert!(url_error(bad).is_some(), "{bad:?}");
+        }
+        assert!(url_error(&format!("http://a.example/{}", "a".repeat(MAX_URL_LEN))).is_some());
+    }
+
+    #[test]
+    fn registry_addresses() {
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "localhost",
+            "registry.example.com",
+            "registry.example.com:5000/contrail",
+            "registry.example.com/a/b-c/d__e",
+            "registry:5000",
+            "[::1]:5000",
+            "[fe80::1]",
+            "10.84.0.1/lab",
+        ] {
+            assert_eq!(registry_address_error(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+            "127.0.0.1:",
+            "registry",
+            "http://127.0.0.1:5000",
+            "https://registry.example.com",
+            "registry.example.com/Contrail",
+            "registry.example.com/",
+            "registry.example.com//a",
+            "registry example.com",
+            "127.0.0.300:5000",
+            "::1:5000",
+            "-r.example.com",
+            "r.example.com:5000:6000",
+            "user@r.example.com",
+        ] {
+            assert!(registry_address_error(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn object_names() {
+        for ok in ["lab", "lab-ssh", "controller-5.0-214", "a", "0", "a.b-c"] {
+            assert_eq!(object_name_error(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "Lab_Cluster",
+            "Lab",
+            "lab_1",
+            "-lab",
+            "lab-",
+            "lab.",
+            "a..b",
+            "a b",
+            "lab/x",
+        ] {
+            assert!(object_name_error(bad).is_some(), "{bad:?}");
+        }
+        assert!(object_name_error(&"a".repeat(254)).is_some());
+    }
+
+    #[test]
+    fn users_and_container_prefixes() {
+        for ok in ["root", "_ops", "ops.1-x", &"a".repeat(32)] {
+            assert_eq!(user_rules().error(ok), None, "{ok}");
+        }
+        for bad in ["", "Root", "1ops", "-o", "a b", "ops;id", &"a".repeat(33)] {
+            assert!(user_rules().error(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["contrail-", "lab1_", "A.b-"] {
+            assert_eq!(container_prefix_rules().error(ok), None, "{ok}");
+        }
+        for bad in ["", "-x", "_x", ".x", "a b", "a/b", &"a".repeat(49)] {
+            assert!(container_prefix_rules().error(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    /// All CEL rules of `rules`, evaluated as the embedded API server does.
+    fn cel_accepts(rules: &StringRules, value: &str) -> bool {
+        let schema = rules.schema();
+        let list = schema.as_value()["x-kubernetes-validations"]
+            .as_array()
+            .expect("rules")
+            .clone();
+        list.iter().all(|r| {
+            crate::apiserver::schema::eval_rule(r["rule"].as_str().expect("rule"), &json!(value))
+                .expect("the rule evaluates")
+        })
+    }
+
+    #[test]
+    fn the_cel_rules_say_what_the_rust_checks_say() {
+        let samples = [
+            "10.84.0.21",
+            "127.0.0.300",
+            "127.0..1",
+            "127.0.0.1:2222",
+            "::1",
+            "::ffff:1.2.3.4",
+            "lab.example.com",
+            "x.123",
+            "0x7f.1",
+            "http://",
+            "http://127.0.0.1:8080/a.tar",
+            "http://user:pw@h.example/a",
+            "http://h.example/it's.tar",
+            "http://h.example/a b",
+            "http://127.0.0.300/",
+            "https://[::1]:99999/",
+            "127.0.0.1:5000",
+            "127.0.0.1:99999",
+            "registry",
+            "http://r.example",
+            "r.example.com:5000/contrail",
+            "root",
+            "contrail-",
+            "",
+            "a\\b",
+        ];
+        let all = [
+            host_rules(),
+            url_rules(),
+            registry_address_rules(),
+            user_rules(),
+            container_prefix_rules(),
+        ];
+        for rules in all {
+            for value in samples {
+                assert_eq!(
+                    cel_accepts(rules, value),
+                    rules.error(value).is_none(),
+                    "{value:?}: {:?}",
+                    rules.error(value)
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Strings of the characters addresses are written with: the host
+        /// rule accepts one with a `:` exactly when Rust's own parser reads it
+        /// as an IPv6 address, and one of digits and dots exactly when it is
+        /// an IPv4 address.
+        #[test]
+        fn the_host_rule_agrees_with_the_address_parsers(
+            s in "[0-9a-fA-F:.]{0,41}",
+            d in "[0-9.]{0,17}",
+            groups in proptest::collection::vec("[0-9a-f]{0,5}|[0-9]{1,3}(\\.[0-9]{1,3}){3}", 1..10),
+        ) {
+            // Pieces joined by ':' (an empty piece makes a '::'): near-valid
+            // addresses of every shape, valid ones among them.
+            let joined = groups.join(":");
+            for v6 in [s.as_str(), joined.as_str()] {
+                if v6.contains(':') {
+                    proptest::prop_assert_eq!(host_error(v6).is_none(), v6.parse::<std::net::Ipv6Addr>().is_ok(), "{:?}", v6);
+                }
+            }
+            proptest::prop_assert_eq!(host_error(&d).is_none(), d.parse::<std::net::Ipv4Addr>().is_ok(), "{:?}", d);
+        }
+
+        /// Every address Rust writes (compressed, full, IPv4-mapped) is accepted.
+        #[test]
+        fn written_addresses_are_accepted(bits: u128, v4: u32) {
+            let v6 = std::net::Ipv6Addr::from(bits);
+            proptest::prop_assert_eq!(host_error(&v6.to_string()), None);
+            let full: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
+            proptest::prop_assert_eq!(host_error(&full.join(":")), None);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            proptest::prop_assert_eq!(host_error(&v4.to_string()), None);
+            proptest::prop_assert_eq!(host_error(&v4.to_ipv6_mapped().to_string()), None);
+            proptest::prop_assert_eq!(host_error(&format!("::ffff:{v4}")), None);
+        }
+
+        /// The CEL rules and the Rust checks agree on arbitrary strings.
+        #[test]
+        fn cel_and_rust_agree(s in "[a-z0-9.:/@\\[\\]%_ -]{0,30}") {
+            for rules in [host_rules(), url_rules(), registry_address_rules()] {
+                proptest::prop_assert_eq!(cel_accepts(rules, &s), rules.error(&s).is_none(), "{:?}", s);
+            }
         }
     }
 

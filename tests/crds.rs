@@ -205,7 +205,13 @@ fn static_validation_is_in_the_schema() {
         (port["minimum"].as_f64(), port["maximum"].as_f64()),
         (Some(1.0), Some(65535.0))
     );
-    assert_eq!(spec["properties"]["host"]["minLength"], 1);
+    assert_eq!(spec["properties"]["host"]["maxLength"], 253);
+    assert!(
+        spec["properties"]["host"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("self.matches(")
+    );
     let roles = spec["properties"]["roles"]["items"]["enum"]
         .as_array()
         .unwrap();
@@ -223,4 +229,86 @@ fn static_validation_is_in_the_schema() {
         conditions["x-kubernetes-list-map-keys"],
         serde_json::json!(["type"])
     );
+}
+
+/// Whether kube-apiserver exposes a schema node to CEL (its `SchemaDeclType`):
+/// scalars, typed objects, and lists and maps of exposed items. An untyped
+/// node (`x-kubernetes-preserve-unknown-fields` without `type`) is not, nor a
+/// list or map of them; a rule on a node that is not exposed fails the CRD
+/// ("rule declared on schema that does not support validation rules").
+fn exposed_to_cel(schema: &Value) -> bool {
+    if schema["x-kubernetes-int-or-string"] == true {
+        return true;
+    }
+    match schema["type"].as_str() {
+        Some("array") => schema.get("items").is_some_and(exposed_to_cel),
+        Some("object") => match schema.get("additionalProperties") {
+            Some(a) if a.is_object() => exposed_to_cel(a),
+            _ => true,
+        },
+        Some("string" | "boolean" | "number" | "integer") => true,
+        _ => false,
+    }
+}
+
+/// Every node with CEL rules: exposed to CEL, and bounded where the rules
+/// iterate or match (kube-apiserver refuses a CRD whose estimated rule cost
+/// exceeds its budget; unbounded strings, lists and maps are estimated at
+/// the size of a whole request).
+fn check_cel_nodes(schema: &Value, path: &str, problems: &mut Vec<String>) {
+    if schema.get("x-kubernetes-validations").is_some() {
+        if !exposed_to_cel(schema) {
+            problems.push(format!(
+                "{path}: rules on a node kube-apiserver does not expose to CEL"
+            ));
+        }
+        let rules: Vec<&str> = schema["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        let bounded = match schema["type"].as_str() {
+            Some("string") => schema.get("maxLength").is_some(),
+            Some("array") => schema.get("maxItems").is_some(),
+            Some("object")
+                if schema
+                    .get("additionalProperties")
+                    .is_some_and(Value::is_object) =>
+            {
+                schema.get("maxProperties").is_some()
+            }
+            _ => true,
+        };
+        let iterates = rules
+            .iter()
+            .any(|r| r.contains("matches(") || r.contains(".all(") || r.contains(".exists("));
+        if iterates && !bounded {
+            problems.push(format!(
+                "{path}: rules iterate or match over an unbounded value: {rules:?}"
+            ));
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            check_cel_nodes(prop, &format!("{path}.{name}"), problems);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        check_cel_nodes(items, &format!("{path}[]"), problems);
+    }
+    if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        check_cel_nodes(add, &format!("{path}.*"), problems);
+    }
+}
+
+#[test]
+fn cel_rules_are_valid_for_kube_apiserver() {
+    for plural in ["clusters", "servers", "images"] {
+        let c = crd(plural);
+        let schema = &c["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut problems = vec![];
+        check_cel_nodes(schema, "", &mut problems);
+        assert!(problems.is_empty(), "{plural}: {problems:#?}");
+    }
 }

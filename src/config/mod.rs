@@ -288,6 +288,56 @@ fn merge_cluster(cluster: ClusterInput<'_>, merged: &mut Merged, errors: &mut Ve
     }
 }
 
+/// Checks a Cluster's parameters on their own, as every role they would
+/// reach reads them: each section must be one some role's file has, each key
+/// one of that section in some role, and each value writable (right type,
+/// read back as given) for every role whose file takes that key. Needs no
+/// Server: a Cluster can report these before any Server references it.
+/// Values a Server adds, overrides or derives, and required values, are
+/// judged per Server by [`effective_config`].
+///
+/// Errors name the section and key (`[GLOBAL] xmpp_auth_enable (from cluster
+/// lab): expected a boolean, got a string; read by roles ...`), in a stable
+/// order.
+pub fn validate_cluster_parameters(cluster: ClusterInput<'_>) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut merged: Merged = BTreeMap::new();
+    merge_cluster(cluster, &mut merged, &mut errors);
+    for (section, keys) in &merged {
+        for (key, (value, source)) in keys {
+            // The problem, and the roles it is one for.
+            let mut problems: Vec<(String, Vec<Role>)> = Vec::new();
+            for role in roles_knowing(section, key) {
+                let Some(key_schema) = role_schema(role).section(section).and_then(|s| s.key(key))
+                else {
+                    continue;
+                };
+                if let Err(e) = format_value(value, key_schema.value_type) {
+                    let problem = e.to_string();
+                    match problems.iter_mut().find(|(p, _)| *p == problem) {
+                        Some((_, roles)) => roles.push(role),
+                        None => problems.push((problem, vec![role])),
+                    }
+                }
+            }
+            for (problem, roles) in problems {
+                errors.push(ConfigError {
+                    role: None,
+                    section: section.clone(),
+                    key: Some(key.clone()),
+                    source: Some(source.clone()),
+                    problem: format!("{problem}; read by roles {}", role_list(&roles)),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 fn derive(derived: &Derived, server_params: &Parameters, merged: &mut Merged) {
     let server_global = server_params.0.get(GLOBAL);
     for (key, role) in DERIVED {

@@ -3,9 +3,12 @@
 //! (`[...]`/`{...}` through `ast.literal_eval`, `true`/`false` as booleans).
 //!
 //! Rendering refuses, rather than silently alters, values the parser would read
-//! back differently: raw newlines that would not survive as continuation lines,
-//! `%(` (interpolation), a `;` after white space (inline comment), and leading or
-//! trailing white space (stripped by the parser).
+//! back differently: raw newlines that would not survive as continuation lines
+//! (an empty one, one starting with `#` or `;`, read as a comment by Python 3's
+//! parser), `%(` (interpolation), a `;` after white space (inline comment),
+//! leading or trailing white space (stripped by the parser; "white space" as
+//! Python's `str.isspace` has it, which includes `\x1c`-`\x1f`), and lists or
+//! maps nested deeper than Python's parser reads.
 
 use serde_json::Value;
 
@@ -25,6 +28,25 @@ pub enum ValueError {
     /// The parser would read the value back differently.
     #[error("cannot be written losslessly: {0}")]
     NotRepresentable(&'static str),
+}
+
+/// The deepest nesting of lists and maps a value may have: Python's parser
+/// refuses about 200 levels of brackets ("too many nested parentheses");
+/// contrailctl's keys need two or three.
+pub const MAX_NESTING: usize = 32;
+
+/// White space as Python's `str.isspace` (what `strip()` removes): Unicode
+/// white space, plus the information separators `\x1c`-`\x1f`.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Formats `value` for a key of type `ty`. Returns the text after `key = `;
@@ -55,6 +77,11 @@ pub fn format_value(value: &Value, ty: ValueType) -> Result<String, ValueError> 
         }
         (ValueType::Boolean, Value::Bool(b)) => if *b { "True" } else { "False" }.to_string(),
         (ValueType::Array, Value::Array(_)) | (ValueType::Object, Value::Object(_)) => {
+            if nesting(value) > MAX_NESTING {
+                return Err(ValueError::NotRepresentable(
+                    "lists and maps nested more than 32 levels deep",
+                ));
+            }
             python_literal(value)
         }
         (_, other) => {
@@ -112,14 +139,19 @@ fn check_representable(text: &str) -> Result<(), ValueError> {
         return Err(ValueError::NotRepresentable("carriage return"));
     }
     let lines: Vec<&str> = text.split('\n').collect();
-    if lines.len() > 1 && lines.iter().any(|l| l.trim().is_empty()) {
+    if lines.len() > 1 && lines.iter().any(|l| l.trim_matches(is_py_space).is_empty()) {
         return Err(ValueError::NotRepresentable(
             "an empty line inside a multi-line value is dropped by the parser",
         ));
     }
-    if lines.iter().any(|l| l.trim() != *l) {
+    if lines.iter().any(|l| l.trim_matches(is_py_space) != *l) {
         return Err(ValueError::NotRepresentable(
             "leading or trailing white space (on any line) is stripped by the parser",
+        ));
+    }
+    if lines[1..].iter().any(|l| l.starts_with(['#', ';'])) {
+        return Err(ValueError::NotRepresentable(
+            "a line of a multi-line value starting with '#' or ';' is read as a comment by Python 3's parser",
         ));
     }
     // ConfigParser cuts the first line at its first ';' when the character before
@@ -131,7 +163,7 @@ fn check_representable(text: &str) -> Result<(), ValueError> {
         } else {
             first[..pos].chars().last()
         };
-        if before.is_some_and(char::is_whitespace) {
+        if before.is_some_and(is_py_space) {
             return Err(ValueError::NotRepresentable(
                 "a ';' after white space starts an inline comment",
             ));
@@ -295,6 +327,33 @@ mod tests {
         }
         assert!(matches!(
             bad(json!(["x ;y"]), ValueType::Array),
+            ValueError::NotRepresentable(_)
+        ));
+        // What Python's strip() removes and Rust's trim() keeps.
+        for s in ["a\u{1c}", "\u{1f}a", "a\u{1d};b", "a\n\u{1e}"] {
+            assert!(
+                matches!(
+                    bad(json!(s), ValueType::String),
+                    ValueError::NotRepresentable(_)
+                ),
+                "{s:?}"
+            );
+        }
+        for s in ["a\n# b", "a\n;b"] {
+            assert!(
+                matches!(
+                    bad(json!(s), ValueType::String),
+                    ValueError::NotRepresentable(_)
+                ),
+                "{s:?}"
+            );
+        }
+        let mut deep = json!(1);
+        for _ in 0..=MAX_NESTING {
+            deep = json!([deep]);
+        }
+        assert!(matches!(
+            bad(deep, ValueType::Array),
             ValueError::NotRepresentable(_)
         ));
     }

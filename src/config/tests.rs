@@ -293,6 +293,61 @@ fn hash_changes_with_content_and_only_with_content() {
     assert_eq!(h1, compute(&c3, &[("s", &s)], "s").unwrap().hash);
 }
 
+#[test]
+fn cluster_parameters_are_judged_on_their_own() {
+    let check = |p: Value| {
+        validate_cluster_parameters(ClusterInput {
+            name: "lab",
+            spec: &cluster(p),
+        })
+    };
+    assert_eq!(check(json!({})), Ok(()));
+    assert_eq!(
+        check(json!({
+            "GLOBAL": {"cloud_orchestrator": "kubernetes", "xmpp_auth_enable": false, "controller_nodes": ["10.0.0.1"]},
+            "CONTROLLER": {"bgp_asn": "64512"},
+            "CASSANDRA": {"data_dirs": ["/data/a"]},
+            "AGENT": {"vrouter_physical_interface": "eth1", "vgw_intf_list": null},
+        })),
+        Ok(())
+    );
+    let err = check(json!({
+        "GLOBAL": {"xmpp_auth_enable": "yes", "log_level": " padded", "no_such_key": 1, "Log_Level": "x"},
+        "CASSANDRA": {"data_dirs": "/data/a"},
+        "AGENT": {"vrouter_physical_interface": "%(x)s"},
+        "NOPE": {"a": 1},
+    }))
+    .unwrap_err();
+    let text: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    let find = |section: &str, key: Option<&str>| {
+        err.0
+            .iter()
+            .find(|e| e.section == section && e.key.as_deref() == key)
+            .unwrap_or_else(|| panic!("no error for [{section}] {key:?} in {text:#?}"))
+            .to_string()
+    };
+    let e = find("GLOBAL", Some("xmpp_auth_enable"));
+    assert!(
+        e.starts_with("[GLOBAL] xmpp_auth_enable (from cluster lab): expected a boolean, got a string; read by roles controller, "),
+        "{e}"
+    );
+    assert!(find("GLOBAL", Some("log_level")).contains("white space"));
+    assert!(
+        find("GLOBAL", Some("no_such_key")).contains("no role's [GLOBAL] section has this key")
+    );
+    assert!(find("GLOBAL", Some("Log_Level")).contains("no role's [GLOBAL] section has this key"));
+    let e = find("CASSANDRA", Some("data_dirs"));
+    assert!(e.contains("expected a list, got a string"), "{e}");
+    assert!(e.contains("read by roles controller, analyticsdb"), "{e}");
+    let e = find("AGENT", Some("vrouter_physical_interface"));
+    assert!(
+        e.contains("interpolation") && e.ends_with("read by roles agent"),
+        "{e}"
+    );
+    assert!(find("NOPE", None).contains("unknown section"));
+    assert_eq!(err.0.len(), 7, "{text:#?}");
+}
+
 // ---- property tests ----------------------------------------------------------
 
 /// Keys of GLOBAL that are plain strings for every role.

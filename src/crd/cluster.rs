@@ -53,13 +53,17 @@ pub struct ClusterSpec {
     /// Default Image (by name, in this namespace) for each role; a Server may
     /// override it per role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("x-kubernetes-validations" = super::role_keys_rule()))]
+    #[schemars(schema_with = "super::role_images_schema")]
     pub images: BTreeMap<String, String>,
 
     /// How changes roll out over the Servers of this cluster: role order,
     /// per-role disruption budgets, readiness and failure handling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+}
+
+fn registry_address(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::registry_address_rules().schema()
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -71,10 +75,11 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
     /// Registry address as `host[:port]`, optionally followed by a path prefix
-    /// (`registry.example.com:5000/contrail`).
-    #[schemars(regex(
-        pattern = r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
-    ))]
+    /// (`registry.example.com:5000/contrail`), without a scheme. The host is a
+    /// name with a dot, `localhost`, an IPv4 address or `[IPv6]` (a
+    /// single-label name needs a port: Docker would read it as a Docker Hub
+    /// namespace); the port is 1 to 65535.
+    #[schemars(schema_with = "registry_address")]
     pub address: String,
     /// Use plain HTTP instead of HTTPS. Only for registries on trusted networks.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

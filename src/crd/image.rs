@@ -82,13 +82,21 @@ pub struct ImageSource {
     #[schemars(schema_with = "source_path_schema")]
     pub path: Option<String>,
     /// HTTP(S) URL of such a tarball; it is streamed, never downloaded whole.
+    /// `http://` or `https://`, a host, an optional port, a path; no user name
+    /// or password, no white space (percent-encode it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://"))]
+    #[schemars(schema_with = "source_url_schema")]
     pub url: Option<String>,
     /// An existing image reference to copy (`registry/repo:tag`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub reference: Option<String>,
+}
+
+fn source_url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = crate::validation::url_rules().schema();
+    schema.insert("nullable".into(), serde_json::Value::Bool(true));
+    schema
 }
 
 fn source_path_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -147,18 +147,21 @@ impl JsonSchema for Parameters {
     fn inline_schema() -> bool {
         true
     }
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let value = generator.subschema_for::<ParameterValue>();
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // A section is an object whose keys are kept as given, not a map of
+        // typed values: a value may be of any JSON type, and kube-apiserver
+        // exposes to CEL neither an untyped schema nor a map of them, so a
+        // rule on the sections would not compile there. Section names are
+        // judged here; keys and values against the role schemas, later
+        // (`crate::config`).
         schemars::json_schema!({
-            "description": "Role file parameters: SECTION (upper case, e.g. GLOBAL, CONTROLLER) -> key (lower case) -> value.",
+            "description": "Role file parameters: SECTION (upper case, e.g. GLOBAL, CONTROLLER) -> key (lower case) -> value (a string, number, boolean, list or map; null, in a Server, removes the value inherited from the Cluster).",
             "type": "object",
+            "maxProperties": MAX_SECTIONS,
             "additionalProperties": {
                 "type": "object",
-                "additionalProperties": value,
-                "x-kubernetes-validations": [{
-                    "rule": "self.all(k, k.matches('^[a-z0-9_]+$'))",
-                    "message": "parameter keys must be lower case letters, digits and '_' (the containers lower-case option names)"
-                }]
+                "maxProperties": MAX_SECTION_KEYS,
+                "x-kubernetes-preserve-unknown-fields": true
             },
             "x-kubernetes-validations": [{
                 "rule": "self.all(s, s.matches('^[A-Z][A-Z0-9_]*$'))",
@@ -168,12 +171,35 @@ impl JsonSchema for Parameters {
     }
 }
 
+/// Most sections a `parameters` map may hold (the role files know 27).
+pub const MAX_SECTIONS: usize = 64;
+/// Most keys one section of `parameters` may hold (the largest role file
+/// section, GLOBAL, knows 52).
+pub const MAX_SECTION_KEYS: usize = 256;
+
 /// A reference to an object of another kind in the same namespace.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 pub struct LocalObjectReference {
-    /// Name of the referenced object, in the same namespace.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the referenced object, in the same namespace: lower case
+    /// letters, digits, `-` and `.`, starting and ending with a letter or
+    /// digit.
+    #[schemars(schema_with = "object_name")]
     pub name: String,
+}
+
+fn object_name(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::object_name_schema()
+}
+
+/// The schema of a role -> Image name map (`images` of a Server or Cluster):
+/// keys are roles, values object names.
+pub(crate) fn role_images_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": Role::ALL.len(),
+        "additionalProperties": crate::validation::object_name_schema(),
+        "x-kubernetes-validations": role_keys_rule(),
+    })
 }
 
 /// All CustomResourceDefinitions of this project, in a stable order.

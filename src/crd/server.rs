@@ -46,12 +46,11 @@ pub struct ServerSpec {
     /// The Cluster (same namespace) this Server belongs to.
     pub cluster_ref: LocalObjectReference,
 
-    /// Address of the host: an IP address or a DNS name. Also the value that
-    /// derived parameters such as `controller_nodes` list for this Server.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
-    )]
+    /// Address of the host: an IPv4 address, an IPv6 address or an RFC 1123
+    /// host name (no port: see `ssh.port`). A name whose last label is a
+    /// number must be an IPv4 address. Also the value that derived
+    /// parameters such as `controller_nodes` list for this Server.
+    #[schemars(schema_with = "host")]
     pub host: String,
 
     /// `Managed` servers are provisioned by the operator. `External` servers are
@@ -72,7 +71,7 @@ pub struct ServerSpec {
     /// Per-role Image (by name, in this namespace) overriding the Cluster's
     /// default for that role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("x-kubernetes-validations" = super::role_keys_rule()))]
+    #[schemars(schema_with = "super::role_images_schema")]
     pub images: BTreeMap<String, String>,
 
     /// Parameters overriding the Cluster's, key by key within a section
@@ -119,9 +118,10 @@ pub enum Provisioning {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SshSpec {
-    /// Remote user; needs to run Docker (root, or sudo without password).
+    /// Remote user; needs to run Docker (root, or sudo without password). A
+    /// POSIX user name of at most 32 characters.
     #[serde(default = "default_user")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z_][a-z0-9_.-]*$"))]
+    #[schemars(schema_with = "user", extend("default" = default_user()))]
     pub user: String,
     /// SSH port.
     #[serde(default = "default_port")]
@@ -164,9 +164,14 @@ pub struct HostLayout {
     #[serde(default = "default_data_dir")]
     #[schemars(schema_with = "host_directory", extend("default" = default_data_dir()))]
     pub data_dir: String,
-    /// Container name prefix: containers are named `<prefix><role>`.
+    /// Container name prefix: containers are named `<prefix><role>`. A
+    /// letter or digit, then letters, digits, `_`, `.` or `-`; at most 48
+    /// characters.
     #[serde(default = "default_container_prefix")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"))]
+    #[schemars(
+        schema_with = "container_prefix",
+        extend("default" = default_container_prefix())
+    )]
     pub container_prefix: String,
 }
 
@@ -183,6 +188,18 @@ impl Default for HostLayout {
 
 fn host_directory(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     crate::validation::host_directory_schema()
+}
+
+fn host(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::host_rules().schema()
+}
+
+fn user(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::user_rules().schema()
+}
+
+fn container_prefix(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::validation::container_prefix_rules().schema()
 }
 
 fn default_config_dir() -> String {

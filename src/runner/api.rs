@@ -463,34 +463,15 @@ pub fn validate_file_name(field: &str, name: &str) -> Result<(), ValidationError
 impl Target {
     /// Checks the values that reach SSH and the inventory.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let host_ok = !self.host.is_empty()
-            && self.host.len() <= 253
-            && !self.host.starts_with('-')
-            && self
-                .host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-        if !host_ok {
-            return Err(invalid(
-                "target.host",
-                "must be a host name or an IP address",
-            ));
+        // The rules `Server.spec.host` and `spec.ssh.user` follow at admission.
+        if let Some(why) = crate::validation::host_error(&self.host) {
+            return Err(invalid("target.host", why));
         }
         if self.port == 0 {
             return Err(invalid("target.port", "must not be 0"));
         }
-        let user_ok = !self.user.is_empty()
-            && self.user.len() <= 32
-            && self
-                .user
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && self.user.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
-            });
-        if !user_ok {
-            return Err(invalid("target.user", "must be a POSIX user name"));
+        if let Some(why) = crate::validation::user_rules().error(&self.user) {
+            return Err(invalid("target.user", why));
         }
         if self.private_key.expose().trim().is_empty() {
             return Err(invalid("target.private_key", "must not be empty"));
@@ -522,16 +503,9 @@ impl ProvisionVars {
         validate_path("vars.config_dir", &self.config_dir)?;
         validate_path("vars.log_dir", &self.log_dir)?;
         validate_path("vars.data_dir", &self.data_dir)?;
-        if !self
-            .container_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            || self.container_prefix.starts_with(['.', '-', '_'])
+        if let Some(why) = crate::validation::container_prefix_rules().error(&self.container_prefix)
         {
-            return Err(invalid(
-                "vars.container_prefix",
-                "must be usable in a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
-            ));
+            return Err(invalid("vars.container_prefix", why));
         }
         if self.roles.is_empty() {
             return Err(invalid("vars.roles", "must name at least one role"));
@@ -564,9 +538,9 @@ impl ProvisionVars {
             }
         }
         if let Some(registry) = &self.registry
-            && (registry.address.is_empty() || registry.address.chars().any(char::is_whitespace))
+            && let Some(why) = crate::validation::registry_address_error(&registry.address)
         {
-            return Err(invalid("vars.registry.address", "must be host[:port]"));
+            return Err(invalid("vars.registry.address", why));
         }
         Ok(())
     }
@@ -676,6 +650,33 @@ mod tests {
         let mut r = request();
         r.target.known_hosts = " ".into();
         assert!(r.validate().is_err());
+        // The host, user, prefix and registry rules of the CRD schemas.
+        for host in [
+            "127.0.0.300",
+            "127.0..1",
+            "127.0.0.1:2222",
+            "h_1",
+            &"a".repeat(64),
+        ] {
+            let mut r = request();
+            r.target.host = host.into();
+            assert_eq!(r.validate().unwrap_err().field, "target.host", "{host}");
+        }
+        let mut r = request();
+        r.target.host = "fe80::1".into();
+        r.validate().expect("an IPv6 address is a host");
+        let mut r = request();
+        r.target.user = "a".repeat(33);
+        assert_eq!(r.validate().unwrap_err().field, "target.user");
+        let mut r = request();
+        r.vars.container_prefix = String::new();
+        assert_eq!(r.validate().unwrap_err().field, "vars.container_prefix");
+        let mut r = request();
+        r.vars.registry = Some(RegistryAuth {
+            address: "127.0.0.1:99999".into(),
+            ..Default::default()
+        });
+        assert_eq!(r.validate().unwrap_err().field, "vars.registry.address");
         assert!(validate_file_name("f", "..").is_err());
         assert!(validate_file_name("f", "a/b").is_err());
         assert!(validate_file_name("f", "contrail.log").is_ok());

@@ -3,9 +3,15 @@
 value) and prints {section: {key: value}} as JSON. Python 3's configparser with
 these options, plus the two Python 2 rules re-implemented below (inline ';'
 comments, %(name)s interpolation), reads as Python 2's ConfigParser.ConfigParser:
-continuation lines stripped and joined with newlines, empty lines dropped."""
+continuation lines stripped and joined with newlines, empty lines dropped.
+
+`read_config.py FILE` reads one file. `read_config.py --serve` reads one JSON
+document per line on stdin, {"content": "<a role file>"}, and answers each with
+one line, {"ok": {section: {key: value}}} or {"error": "<why it cannot be
+read>"}: the fuzzing tests read thousands of files through one process."""
 import ast
 import configparser
+import io
 import json
 import re
 import sys
@@ -22,12 +28,15 @@ def evaluate(value):
     return value
 
 
-parser = configparser.ConfigParser(
-    inline_comment_prefixes=None,
-    empty_lines_in_values=False,
-    interpolation=None,
-    strict=True,
-)
+def new_parser():
+    return configparser.ConfigParser(
+        inline_comment_prefixes=None,
+        empty_lines_in_values=False,
+        interpolation=None,
+        strict=True,
+    )
+
+
 def py2_inline_comment(value):
     # Python 2 ConfigParser cuts the first line of a value at its first ';' when
     # the character before it (index pos-1, so the last one for pos 0) is white space.
@@ -38,7 +47,7 @@ def py2_inline_comment(value):
     return first + sep + rest
 
 
-def py2_interpolate(section, value):
+def py2_interpolate(parser, section, value):
     # Python 2 ConfigParser.ConfigParser._interpolate: only a value containing
     # "%(" is interpolated (then "%%" stands for "%"); any other '%' is literal.
     depth = 10
@@ -53,7 +62,29 @@ def py2_interpolate(section, value):
     return value
 
 
-with open(sys.argv[1], encoding="utf-8") as f:
-    parser.read_file(f)
-out = {s: {k: evaluate(py2_interpolate(s, py2_inline_comment(parser.get(s, k)))) for k in parser.options(s)} for s in parser.sections()}
-json.dump(out, sys.stdout, ensure_ascii=False, sort_keys=True)
+def read(lines):
+    parser = new_parser()
+    parser.read_file(lines)
+    return {
+        s: {
+            k: evaluate(py2_interpolate(parser, s, py2_inline_comment(parser.get(s, k))))
+            for k in parser.options(s)
+        }
+        for s in parser.sections()
+    }
+
+
+if sys.argv[1] == "--serve":
+    for request in sys.stdin:
+        content = json.loads(request)["content"]
+        try:
+            # As a file reads it: universal newlines, then one line at a time.
+            answer = {"ok": read(io.StringIO(content, newline=None))}
+        except Exception as e:  # noqa: BLE001 -- any failure is an answer
+            answer = {"error": "%s: %s" % (type(e).__name__, e)}
+        sys.stdout.write(json.dumps(answer, ensure_ascii=False, sort_keys=True) + "\n")
+        sys.stdout.flush()
+else:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        out = read(f)
+    json.dump(out, sys.stdout, ensure_ascii=False, sort_keys=True)
