@@ -76,7 +76,16 @@ pub fn summarize(
         }
     );
     let mut status = cluster.status.clone().unwrap_or_default();
-    let complete = not_ready.is_empty() && summary.phase == RolloutPhase::Complete;
+    // The Cluster's own parameters, judged for every role they would reach:
+    // wrong with or without a Server.
+    let invalid = crate::config::validate_cluster_parameters(crate::config::ClusterInput {
+        name: &cluster.name_any(),
+        spec: &cluster.spec,
+    })
+    .err()
+    .map(|e| format!("spec.parameters: {e}"));
+    let complete =
+        invalid.is_none() && not_ready.is_empty() && summary.phase == RolloutPhase::Complete;
     set_condition(
         &mut status.conditions,
         if complete {
@@ -85,6 +94,14 @@ pub fn summarize(
                 ConditionStatus::True,
                 reason::ALL_SERVERS_READY,
                 ready_message.clone(),
+                generation,
+            )
+        } else if let Some(message) = &invalid {
+            Condition::new(
+                READY,
+                ConditionStatus::False,
+                reason::INVALID_PARAMETERS,
+                message.clone(),
                 generation,
             )
         } else if summary.phase == RolloutPhase::Paused {
@@ -105,7 +122,10 @@ pub fn summarize(
             )
         },
     );
-    if summary.phase == RolloutPhase::Paused {
+    if let Some(message) = invalid {
+        let why = (reason::INVALID_PARAMETERS, message);
+        mark_unsettled(&mut status.conditions, true, why.clone(), why, generation);
+    } else if summary.phase == RolloutPhase::Paused {
         let why = (reason::ROLLOUT_PAUSED, paused_message(&summary.failed));
         mark_unsettled(&mut status.conditions, true, why.clone(), why, generation);
     } else if !stalled.is_empty() {
@@ -332,6 +352,24 @@ mod tests {
         );
         let ev = transitions(Some(&st), &paused);
         assert_eq!(ev[0].1, reason::ROLLOUT_PAUSED);
+
+        // A Cluster whose own parameters are wrong says so, with no Server.
+        let mut bad = c.clone();
+        bad.status = None;
+        bad.spec.parameters = serde_json::from_value(serde_json::json!({
+            "GLOBAL": {"xmpp_auth_enable": "maybe"}
+        }))
+        .unwrap();
+        let invalid = summarize(&bad, &[], &plan(&RolloutSpec::default(), &[]), "abc".into());
+        assert_eq!(cond(&invalid, READY), Some(ConditionStatus::False));
+        assert_eq!(cond(&invalid, STALLED), Some(ConditionStatus::True));
+        let ready = invalid.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, reason::INVALID_PARAMETERS);
+        assert!(
+            ready.message.contains("xmpp_auth_enable"),
+            "{}",
+            ready.message
+        );
 
         // Complete.
         let all = [server("a", Some(true)), server("b", Some(true))];

@@ -139,6 +139,15 @@ pub fn resolve(server: &Server, src: Sources<'_>, derived: &Derived) -> Result<D
                 true,
             ));
         }
+        if image.spec.category == crate::crd::ImageCategory::Package {
+            return Err(Blocked::new(
+                reason::IMAGE_NOT_FOUND,
+                format!(
+                    "Image {name} is a package (recorded, never pushed): role {role} runs a container and needs an Image of category container"
+                ),
+                true,
+            ));
+        }
         if !crate::controller::image::is_done(&image) {
             // An Image that cannot be pushed without a change (a bad
             // tarball) stalls its Servers too, so kstatus readers (Flux's
