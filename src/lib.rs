@@ -13,8 +13,8 @@
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server.
 //! - [`standalone`]: `server-manager standalone` (API server + CRDs + kubeconfig,
 //!   operator, playbook runner).
-//! - [`lab`]: the demo lab's building blocks (sshd hosts on loopback, images
-//!   built from busybox), also used by the tests to build their hosts.
+//! - [`lab`]: the demo lab of `standalone --lab N` (sshd hosts on loopback,
+//!   demo images, manifests), also used by the tests to build their hosts.
 //! - [`validation`]: rules on user input (host paths, image paths) defined
 //!   once, used by the CRD schemas and by the runner and image engine.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).

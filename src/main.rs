@@ -48,7 +48,8 @@ enum Command {
     PlaybookRunner(PlaybookRunnerArgs),
     /// Everything on one machine: the embedded Kubernetes-compatible API server
     /// with the CRDs installed (writing `DATA_DIR/kubeconfig` for kubectl), the
-    /// operator, the playbook runner and a registry. Stops on SIGTERM or Ctrl-C.
+    /// operator, the playbook runner and a registry; with --lab N, a demo lab
+    /// provisioned for real. Stops on SIGTERM or Ctrl-C.
     Standalone(Box<StandaloneArgs>),
     /// Run the controllers against a Kubernetes API (in-cluster configuration,
     /// or the kubeconfig).
@@ -146,6 +147,17 @@ struct StandaloneArgs {
     /// (or a ServiceAccount's token, with --rbac) yourself.
     #[arg(long)]
     no_operator: bool,
+    /// Also run a demo lab of N target hosts on this machine (1 to 16): real
+    /// sshd processes on loopback addresses (127.0.0.11, …), demo role images
+    /// built locally (busybox, not Contrail) whose containers log the role file
+    /// they read, and the manifests (Cluster, Images, Servers, one External)
+    /// written to DATA_DIR/lab/manifests and applied. Needs root, Docker,
+    /// openssh-server, busybox-static, ansible, python3-docker. Stopping the
+    /// command removes the lab: sshd processes, containers, images and DATA_DIR
+    /// (which must be new, empty, or a lab's).
+    #[arg(long, value_name = "N", conflicts_with = "runner_url",
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    lab: Option<u8>,
 }
 
 /// Flags of `server-manager operator`.
@@ -528,6 +540,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     opts.rbac = args.rbac;
     opts.audit_log = args.audit_log;
     opts.operator = !args.no_operator;
+    opts.lab = args.lab;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }
