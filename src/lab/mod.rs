@@ -380,7 +380,9 @@ impl Lab {
         }
         if !self.image_dir.starts_with(&self.data_dir) {
             for role in manifests::ROLES {
-                let _ = std::fs::remove_file(manifests::tarball(&self.image_dir, role));
+                let tarball = manifests::tarball(&self.image_dir, role);
+                let _ = std::fs::remove_file(tarball.with_extension("partial"));
+                let _ = std::fs::remove_file(tarball);
             }
         }
         let removed = if self.state.created_data_dir {
