@@ -13,6 +13,8 @@
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server.
 //! - [`standalone`]: `server-manager standalone` (API server + CRDs + kubeconfig,
 //!   operator, playbook runner).
+//! - [`lab`]: the demo lab of `standalone --lab N` (sshd hosts on loopback,
+//!   demo images, manifests), also used by the tests to build their hosts.
 //! - [`validation`]: rules on user input (host paths, image paths) defined
 //!   once, used by the CRD schemas and by the runner and image engine.
 //! - [`manifests`]: reading manifests from files (for `render` and tests).
@@ -24,6 +26,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod image_ref;
+pub mod lab;
 pub mod local_registry;
 pub mod logs;
 pub mod manifests;

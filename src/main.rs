@@ -1,10 +1,12 @@
 //! The `server-manager` binary: command-line parsing only; the work lives in the
-//! library.
+//! library. Installed (or linked) as `kubectl-sm` on `PATH`, it is the kubectl
+//! plugin `kubectl sm …`: the same commands, with help and errors naming
+//! `kubectl sm`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Provision Contrail control-plane containers on servers, the Kubernetes way.
 #[derive(Parser)]
@@ -48,7 +50,8 @@ enum Command {
     PlaybookRunner(PlaybookRunnerArgs),
     /// Everything on one machine: the embedded Kubernetes-compatible API server
     /// with the CRDs installed (writing `DATA_DIR/kubeconfig` for kubectl), the
-    /// operator, the playbook runner and a registry. Stops on SIGTERM or Ctrl-C.
+    /// operator, the playbook runner and a registry; with --lab N, a demo lab
+    /// provisioned for real. Stops on SIGTERM or Ctrl-C.
     Standalone(Box<StandaloneArgs>),
     /// Run the controllers against a Kubernetes API (in-cluster configuration,
     /// or the kubeconfig).
@@ -59,6 +62,12 @@ enum Command {
     /// Secret from the Kubernetes API (KUBECONFIG) and reaches the host through
     /// the playbook runner.
     Logs(Box<LogsArgs>),
+    /// Print a shell completion script: `source <(server-manager completion
+    /// bash)`, or save it where your shell loads completions from.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags of `server-manager logs`.
@@ -146,6 +155,17 @@ struct StandaloneArgs {
     /// (or a ServiceAccount's token, with --rbac) yourself.
     #[arg(long)]
     no_operator: bool,
+    /// Also run a demo lab of N target hosts on this machine (1 to 16): real
+    /// sshd processes on loopback addresses (127.0.0.11, …), demo role images
+    /// built locally (busybox, not Contrail) whose containers log the role file
+    /// they read, and the manifests (Cluster, Images, Servers, one External)
+    /// written to DATA_DIR/lab/manifests and applied. Needs root, Docker,
+    /// openssh-server, busybox-static, ansible, python3-docker. Stopping the
+    /// command removes the lab: sshd processes, containers, images and DATA_DIR
+    /// (which must be new, empty, or a lab's).
+    #[arg(long, value_name = "N", conflicts_with = "runner_url",
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    lab: Option<u8>,
 }
 
 /// Flags of `server-manager operator`.
@@ -299,8 +319,27 @@ fn parse_role(s: &str) -> Result<server_manager::crd::Role, String> {
     })
 }
 
+/// The name the binary was run by: `kubectl sm` when run as the kubectl
+/// plugin `kubectl-sm`, else `server-manager`.
+fn bin_name(argv0: Option<&std::ffi::OsStr>) -> &'static str {
+    let file = argv0
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .and_then(|f| f.to_str());
+    if file == Some("kubectl-sm") {
+        "kubectl sm"
+    } else {
+        "server-manager"
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let name = bin_name(std::env::args_os().next().as_deref());
+    let matches = Cli::command().bin_name(name).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Crds { out } => crds(out),
         Command::Render {
@@ -314,6 +353,17 @@ fn main() -> ExitCode {
         Command::Standalone(args) => standalone(*args),
         Command::Operator(args) => operator(*args),
         Command::Logs(args) => logs(*args),
+        Command::Completion { shell } => {
+            // A completion script is bound to the command typed: the
+            // executable's name (`kubectl-sm` when run as the plugin).
+            let exe = if name == "kubectl sm" {
+                "kubectl-sm"
+            } else {
+                name
+            };
+            clap_complete::generate(shell, &mut Cli::command(), exe, &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -528,6 +578,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     opts.rbac = args.rbac;
     opts.audit_log = args.audit_log;
     opts.operator = !args.no_operator;
+    opts.lab = args.lab;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server_manager::standalone::run(opts))
 }

@@ -1,7 +1,9 @@
 //! `server-manager standalone`: for people without a cluster, everything in one
 //! process — the embedded API server with the project's CRDs installed and a
 //! kubeconfig written, the playbook runner, the operator — plus a registry
-//! (started locally unless one is given).
+//! (started locally unless one is given). With `lab: Some(n)`, also the demo
+//! lab of [`crate::lab`], brought up once everything runs and removed when the
+//! process stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +50,9 @@ pub struct StandaloneOptions {
     /// Run the operator in this process (otherwise run `server-manager
     /// operator` yourself, e.g. with a ServiceAccount's token).
     pub operator: bool,
+    /// Run a demo lab of this many target hosts ([`crate::lab`]), removed
+    /// when the process stops.
+    pub lab: Option<u8>,
 }
 
 impl StandaloneOptions {
@@ -72,6 +77,7 @@ impl StandaloneOptions {
             rbac: false,
             audit_log: None,
             operator: true,
+            lab: None,
         }
     }
 }
@@ -130,11 +136,37 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Runs until SIGTERM or Ctrl-C, then stops cleanly.
+/// Runs until SIGTERM or Ctrl-C, then stops cleanly (and removes the lab).
 pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     // Handlers first, so a SIGTERM during start-up stops it cleanly too.
     let mut signals = Signals::new()?;
-    let (handle, kubeconfig) = start(&opts).await?;
+    let Some(hosts) = opts.lab else {
+        return serve(&opts, &mut signals, None).await;
+    };
+    let mut lab = crate::lab::Lab::prepare(&crate::lab::LabOptions {
+        data_dir: opts.data_dir.clone(),
+        image_dir: opts.image_dir.clone(),
+        hosts,
+        registry: opts.registry.clone(),
+        registry_listen: opts.registry_listen,
+        external_runner: opts.runner.is_some(),
+    })
+    .await?;
+    let served = serve(&opts, &mut signals, Some(&mut lab)).await;
+    println!("server-manager standalone: removing the demo lab");
+    let removed = lab.down().await;
+    if removed.is_ok() {
+        println!("server-manager standalone: the demo lab is removed");
+    }
+    served.and(removed)
+}
+
+async fn serve(
+    opts: &StandaloneOptions,
+    signals: &mut Signals,
+    lab: Option<&mut crate::lab::Lab>,
+) -> anyhow::Result<()> {
+    let (handle, kubeconfig) = start(opts).await?;
     let registry = match &opts.registry {
         Some(address) => Registry::Given(address.clone(), opts.registry_insecure),
         None => Registry::Started(
@@ -217,7 +249,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let operator = opts.operator.then(|| {
         tokio::spawn(crate::controller::operator::run(
-            client,
+            client.clone(),
             operator_config,
             std::sync::Arc::new(engine),
             std::sync::Arc::new(runner_client),
@@ -240,26 +272,53 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         "  Image tarballs (spec.source.path) are read from {}",
         opts.image_dir.display()
     );
-    println!("To use it:");
-    println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl apply -f examples/");
-    println!("  kubectl get clusters,servers,images");
+    // The demo lab, once everything it needs runs; a stop request while it
+    // is being built ends the start.
+    let lab_up = match lab {
+        Some(lab) => {
+            let up = tokio::select! {
+                r = lab.up(client, &registry_address) => Some(r),
+                _ = signals.wait() => None,
+            };
+            match up {
+                Some(Ok(())) => {
+                    lab_tour(lab, &opts.data_dir, &kubeconfig);
+                    Ok(true)
+                }
+                Some(Err(e)) => Err(e),
+                None => Ok(false),
+            }
+        }
+        None => {
+            println!("To use it:");
+            println!("  export KUBECONFIG={}", kubeconfig.display());
+            println!("  kubectl apply -f examples/");
+            println!("  kubectl get clusters,servers,images");
+            Ok(true)
+        }
+    };
     if operator.is_none() {
         println!("  operator: not started (--no-operator); run `server-manager operator`");
     }
-    let stopped_early = match operator {
-        Some(operator) => tokio::select! {
+    let mut operator = operator;
+    let stopped_early = match (&mut operator, &lab_up) {
+        (Some(operator), Ok(true)) => tokio::select! {
             _ = signals.wait() => None,
             r = operator => Some(r),
         },
-        None => {
+        (None, Ok(true)) => {
             signals.wait().await;
             None
         }
+        _ => None,
     };
     println!("server-manager standalone: stopping");
     if stopped_early.is_none() {
         let _ = stop_tx.send(());
+        // Let it end its watches before the API server goes away.
+        if let Some(operator) = operator {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), operator).await;
+        }
     }
     if let Some(task) = runner_task {
         task.abort();
@@ -268,11 +327,37 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         r.stop().await;
     }
     tokio::task::spawn_blocking(move || handle.shutdown()).await?;
+    lab_up.context("the demo lab did not start")?;
     match stopped_early {
         Some(Ok(Err(e))) => Err(e.context("the operator stopped")),
         Some(Err(e)) => Err(anyhow::anyhow!("the operator panicked: {e}")),
         _ => Ok(()),
     }
+}
+
+/// What to try once the lab is applied.
+fn lab_tour(lab: &crate::lab::Lab, data_dir: &std::path::Path, kubeconfig: &std::path::Path) {
+    let first = lab.hosts().into_iter().next();
+    let (server, role) = first
+        .map(|(name, _, _, roles)| (name, roles[0]))
+        .unwrap_or_default();
+    println!("The demo lab is applied; the operator provisions it now. In another terminal:");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!(
+        "  export SM_RUNNER_TOKEN_FILE={}",
+        data_dir.join("runner-token").display()
+    );
+    println!("  kubectl get servers -w");
+    println!("  kubectl describe server {server}");
+    println!("  server-manager logs {server} --file {role}.log --follow");
+    println!(
+        "  server-manager render -f {} --server {server}",
+        lab.manifests_dir().display()
+    );
+    println!(
+        "Stop this command (Ctrl-C) to remove the lab and {}.",
+        data_dir.display()
+    );
 }
 
 enum Registry {

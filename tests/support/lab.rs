@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::registry::TestRegistry;
 use super::sshd::TestSshd;
-use super::{docker_import_busybox, free_port, run};
+use super::{free_port, run};
 
 /// A random suffix so concurrent tests never share names.
 pub fn suffix() -> String {
@@ -304,14 +304,15 @@ impl Drop for Host {
 
 /// A `docker save` tarball of a busybox image whose command keeps running.
 pub fn image_tarball(dir: &Path, run_id: &str) -> PathBuf {
+    use server_manager::lab::demo_image;
     let tag = format!("sm-e2e-base-{run_id}:1");
-    docker_import_busybox(&tag, "/bin/sleep 3600");
     let path = dir.join("image.tar");
-    run(Command::new("docker")
-        .args(["save", "-o"])
-        .arg(&path)
-        .arg(&tag));
-    run(Command::new("docker").args(["rmi", &tag]));
+    let out = path.clone();
+    super::with_docker(async move |docker| {
+        demo_image::import_busybox(docker, &tag, "/bin/sleep 3600").await?;
+        demo_image::save(docker, &tag, &out).await?;
+        demo_image::remove_image(docker, &tag).await
+    });
     path
 }
 

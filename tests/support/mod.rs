@@ -55,49 +55,39 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// Writes a minimal root filesystem (busybox-static and its applet links) into
-/// `dir`, for `docker import`.
+/// `dir`, for `docker import` — the product's, which the demo lab uses.
 pub fn busybox_rootfs(dir: &Path) {
     require("busybox", "busybox-static");
-    let busybox = Path::new("/bin/busybox");
-    for sub in ["bin", "etc", "tmp", "var/log", "etc/contrailctl"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("mkdir rootfs");
-    }
-    std::fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
-    for applet in [
-        "sh",
-        "cat",
-        "ls",
-        "sleep",
-        "echo",
-        "id",
-        "tail",
-        "sha256sum",
-    ] {
-        let link = dir.join("bin").join(applet);
-        if !link.exists() {
-            std::os::unix::fs::symlink("busybox", link).expect("applet link");
-        }
-    }
+    server_manager::lab::demo_image::busybox_rootfs(dir).expect("busybox root filesystem");
+}
+
+/// Runs `f` against the local Docker engine on a runtime of its own (in a
+/// thread of its own, so sync and `#[tokio::test]` tests can both call it).
+pub fn with_docker<T: Send + 'static>(
+    f: impl AsyncFnOnce(&bollard::Docker) -> anyhow::Result<T> + Send + 'static,
+) -> T {
+    require("docker", "docker.io");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let docker = bollard::Docker::connect_with_local_defaults().expect("Docker engine");
+            f(&docker).await
+        })
+    })
+    .join()
+    .expect("docker thread")
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Imports a busybox root filesystem as `tag` into the local Docker engine,
-/// with `cmd` as its command. The image has one layer.
+/// with `cmd` as its command (shell form). The image has one layer.
 pub fn docker_import_busybox(tag: &str, cmd: &str) {
-    require("docker", "docker.io");
-    let dir = tempfile::tempdir().expect("tempdir");
-    busybox_rootfs(dir.path());
-    let tar = dir.path().with_extension("tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(dir.path())
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    run(Command::new("docker")
-        .arg("import")
-        .arg("--change")
-        .arg(format!("CMD {cmd}"))
-        .arg(&tar)
-        .arg(tag));
-    let _ = std::fs::remove_file(tar);
+    require("busybox", "busybox-static");
+    let (tag, cmd) = (tag.to_string(), cmd.to_string());
+    with_docker(async move |docker| {
+        server_manager::lab::demo_image::import_busybox(docker, &tag, &cmd).await
+    });
 }
