@@ -363,7 +363,11 @@ mod tests {
         let invalid = summarize(&bad, &[], &plan(&RolloutSpec::default(), &[]), "abc".into());
         assert_eq!(cond(&invalid, READY), Some(ConditionStatus::False));
         assert_eq!(cond(&invalid, STALLED), Some(ConditionStatus::True));
-        let ready = invalid.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        let ready = invalid
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap();
         assert_eq!(ready.reason, reason::INVALID_PARAMETERS);
         assert!(
             ready.message.contains("xmpp_auth_enable"),
