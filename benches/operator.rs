@@ -12,9 +12,11 @@
 //! - requests in 10 s of idleness afterwards (the target is zero writes);
 //! - the latency from creating one more Server to its first status write and
 //!   to `Ready`, while N exist (5 samples);
-//! - the process RSS (`VmRSS`) before the operator starts (API server with N
-//!   Servers stored, plus this harness) and after convergence; the difference
-//!   is the operator's share.
+//! - the operator's RSS (`VmRSS`) as its own process: the operator runs in a
+//!   child process (this benchmark re-executed with `SM_BENCH_OPERATOR_KUBECONFIG`
+//!   set), which talks to the API server over HTTP exactly as `server-manager
+//!   operator` does; the parent reads the child's counters over a pipe and its
+//!   RSS from `/proc/<pid>/status`.
 //!
 //! Figures in `benches/RESULTS.md` (`## Operator`).
 
@@ -42,6 +44,130 @@ use server_manager::runner::api::{ContainerState, Playbook, RunRequest, RunState
 const LATENCY_SAMPLES: usize = 5;
 const IDLE: Duration = Duration::from_secs(10);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(280);
+/// Set in the child process that runs the operator: the kubeconfig's path.
+const CHILD_ENV: &str = "SM_BENCH_OPERATOR_KUBECONFIG";
+
+/// What the operator's child process reports on request.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct Report {
+    total: u64,
+    writes: u64,
+    kinds: BTreeMap<String, u64>,
+    runs_started: u64,
+    distinct_keys: usize,
+}
+
+/// The child: the operator on a counted client, with the instant executor and
+/// engine. Reads commands from stdin (`report`: one JSON line on stdout;
+/// `stop` or end of input: stops the operator and exits).
+async fn child(kubeconfig: String) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("client config");
+    let counters = Arc::new(Counters::default());
+    let counted = kube::client::ClientBuilder::try_from(config)
+        .expect("client builder")
+        .with_layer(&CountLayer(counters.clone()))
+        .build();
+    let runner = Arc::new(InstantRunner::default());
+    let config = OperatorConfig {
+        settings: Settings {
+            registry: RegistrySettings {
+                address: "127.0.0.1:5000".into(),
+                insecure: true,
+            },
+            drift_interval: None,
+            backoff: Default::default(),
+            playbook_version: "bench".into(),
+        },
+        health_addr: None,
+        leader: None,
+        concurrency: 16,
+        instance: "bench".into(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let op = tokio::spawn(operator::run(
+        counted,
+        config,
+        Arc::new(InstantEngine),
+        runner.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut out = tokio::io::stdout();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() != "report" {
+            break;
+        }
+        let (total, writes, kinds) = counters.snapshot();
+        let report = Report {
+            total,
+            writes,
+            kinds,
+            runs_started: runner.started.load(Ordering::Relaxed),
+            distinct_keys: runner.keys.lock().map(|k| k.len()).unwrap_or(0),
+        };
+        let mut json = serde_json::to_string(&report).expect("report");
+        json.push('\n');
+        out.write_all(json.as_bytes()).await.expect("stdout");
+        out.flush().await.expect("stdout");
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), op).await;
+}
+
+/// The parent's end of the child: asks for reports, reads its RSS.
+struct OperatorProcess {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pid: String,
+}
+
+impl OperatorProcess {
+    fn spawn(kubeconfig: &std::path::Path) -> Self {
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
+            .env(CHILD_ENV, kubeconfig)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("operator process");
+        let pid = child.id().expect("pid").to_string();
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        use tokio::io::AsyncBufReadExt;
+        Self {
+            child,
+            stdin,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+            pid,
+        }
+    }
+
+    async fn report(&mut self) -> Report {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(b"report\n").await.expect("ask");
+        self.stdin.flush().await.expect("ask");
+        let line = self.stdout.next_line().await.expect("read").expect("line");
+        serde_json::from_str(&line).expect("report json")
+    }
+
+    fn rss_kib(&self) -> u64 {
+        rss_kib(&self.pid)
+    }
+
+    async fn stop(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"stop\n").await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Request counting: a tower layer on the operator's client.
@@ -236,8 +362,8 @@ impl ImageEngine for InstantEngine {
 
 // ---------------------------------------------------------------------------
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -279,6 +405,15 @@ struct Seen {
 }
 
 fn main() {
+    if let Ok(kubeconfig) = std::env::var(CHILD_ENV) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(child(kubeconfig));
+        return;
+    }
     let n: usize = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
@@ -294,8 +429,9 @@ fn main() {
 
 async fn bench(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rss_start = rss_kib();
     let handle = ApiServer::start(ApiServerConfig::new(dir.path())).expect("API server");
+    let kubeconfig = dir.path().join("bench-kubeconfig");
+    std::fs::write(&kubeconfig, handle.kubeconfig()).expect("kubeconfig");
     server_manager::standalone::install_crds(&handle)
         .await
         .expect("CRDs");
@@ -398,7 +534,6 @@ async fn bench(n: usize) {
         .await
         .expect("create servers");
     let create_time = created.elapsed();
-    let rss_before = rss_kib();
 
     // The observer: one watch, recording when each Server first got a status
     // and when it became Ready.
@@ -426,39 +561,9 @@ async fn bench(n: usize) {
         });
     }
 
-    // The operator, on a counted client.
-    let counters = Arc::new(Counters::default());
-    let counted = kube::client::ClientBuilder::try_from(handle.client_config())
-        .expect("client builder")
-        .with_layer(&CountLayer(counters.clone()))
-        .build();
-    let runner = Arc::new(InstantRunner::default());
-    let config = OperatorConfig {
-        settings: Settings {
-            registry: RegistrySettings {
-                address: "127.0.0.1:5000".into(),
-                insecure: true,
-            },
-            drift_interval: None,
-            backoff: Default::default(),
-            playbook_version: "bench".into(),
-        },
-        health_addr: None,
-        leader: None,
-        concurrency: 16,
-        instance: "bench".into(),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The operator, in its own process.
     let started = Instant::now();
-    let op = tokio::spawn(operator::run(
-        counted,
-        config,
-        Arc::new(InstantEngine),
-        runner.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let mut op = OperatorProcess::spawn(&kubeconfig);
 
     let bench_names = |seen: &Seen| {
         seen.ready
@@ -487,14 +592,15 @@ async fn bench(n: usize) {
         .and_then(|s| s.ready.values().max().copied())
         .unwrap_or_else(Instant::now);
     let converge = last_ready.duration_since(started);
-    let (conv_total, conv_writes, conv_kinds) = counters.snapshot();
-    let runs_started = runner.started.load(Ordering::Relaxed);
-    let distinct_keys = runner.keys.lock().map(|k| k.len()).unwrap_or(0);
-    let rss_after = rss_kib();
+    let conv = op.report().await;
+    let (conv_total, conv_writes, conv_kinds) = (conv.total, conv.writes, conv.kinds.clone());
+    let (runs_started, distinct_keys) = (conv.runs_started, conv.distinct_keys);
+    let rss_after = op.rss_kib();
 
     // Idle: nothing changes, nothing should be written.
     tokio::time::sleep(IDLE).await;
-    let (idle_total, idle_writes, idle_kinds) = counters.snapshot();
+    let idle = op.report().await;
+    let (idle_total, idle_writes, idle_kinds) = (idle.total, idle.writes, idle.kinds.clone());
     let idle_detail: Vec<String> = idle_kinds
         .iter()
         .filter_map(|(k, v)| {
@@ -503,7 +609,7 @@ async fn bench(n: usize) {
         })
         .collect();
     let (idle_total, idle_writes) = (idle_total - conv_total, idle_writes - conv_writes);
-    let idle_runs = runner.started.load(Ordering::Relaxed) - runs_started;
+    let idle_runs = idle.runs_started - runs_started;
 
     // One more Server, while N exist: first status write and Ready.
     let mut samples = Vec::new();
@@ -531,10 +637,8 @@ async fn bench(n: usize) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    let rss_end = rss_kib();
-
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), op).await;
+    let rss_end = op.rss_kib();
+    op.stop().await;
     tokio::task::spawn_blocking(move || handle.shutdown())
         .await
         .expect("API server shutdown");
@@ -585,15 +689,9 @@ async fn bench(n: usize) {
         ms(readys[readys.len() - 1])
     );
     println!(
-        "| RSS: start / API server + {n} Servers stored, before the operator / after convergence / end | {} / {} / {} / {} MiB |",
-        rss_start / 1024,
-        rss_before / 1024,
-        rss_after / 1024,
-        rss_end / 1024
-    );
-    println!(
-        "| RSS share of the operator (after convergence − before operator) | **{:.1} MiB** |",
-        (rss_after as f64 - rss_before as f64) / 1024.0
+        "| operator RSS as its own process: after convergence / end | **{:.1} MiB** / {:.1} MiB |",
+        rss_after as f64 / 1024.0,
+        rss_end as f64 / 1024.0
     );
     println!("\nRequests during convergence, by verb and resource:\n");
     println!("| request | count | per Server |");

@@ -10,7 +10,10 @@
 #     one after another.
 #
 # Real components only: sshd, docker-registry, the Docker engine, ansible.
-# Usage: benches/runner.sh [ROUNDS] [all|overhead]   (default: 5 all)
+#  3. (`containers` only) the cost of reading the role containers' state at the
+#     end of a provision run: the same run with and without those tasks, and
+#     the inspect playbook alone.
+# Usage: benches/runner.sh [ROUNDS] [all|overhead|containers]   (default: 5 all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in ansible-playbook docker docker-registry /usr/sbin/sshd ssh-keygen busybox; do

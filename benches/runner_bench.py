@@ -134,7 +134,7 @@ def unsafe(v):
     return v
 
 
-def direct(t, v):
+def direct(t, v, playbook="provision.yml", extra=()):
     """The runner's ansible-playbook command, built the same way (src/runner/exec.rs)."""
     d = tempfile.mkdtemp(prefix="smr-")
     key = f"{d}/id"
@@ -167,7 +167,7 @@ def direct(t, v):
     try:
         t0 = time.monotonic()
         r = subprocess.run(["ansible-playbook", "-i", f"{d}/inventory.json", "-e",
-                            f"@{d}/vars.json", f"{PLAYBOOKS}/provision.yml"], cwd=d, env=env,
+                            f"@{d}/vars.json", *extra, f"{PLAYBOOKS}/{playbook}"], cwd=d, env=env,
                            stdout=subprocess.PIPE, start_new_session=True)
         took = time.monotonic() - t0
     finally:
@@ -215,6 +215,25 @@ try:
     t0 = hosts[0]
     v0 = vars_for(0, t0["dir"])
     through_runner(request("provision", t0, v0))
+
+    if PARTS == "containers":
+        # Cost of reading the containers' state: the same idempotent provision
+        # with and without its last tasks (tags sm_containers,
+        # sm_container_logs), alternated, and the inspect playbook alone.
+        full, without, inspect = [], [], []
+        for _ in range(ROUNDS):
+            full.append(direct(t0, v0))
+            without.append(direct(t0, v0, extra=("--skip-tags", "sm_containers,sm_container_logs")))
+            inspect.append(direct(t0, v0, playbook="inspect.yml"))
+        cost = [a - b for a, b in zip(full, without)]
+        print(f"container state: {ROUNDS} idempotent provision runs (2 roles), alternated")
+        print(f"  provision with the state read   : median {statistics.median(full):.2f}s")
+        print(f"  provision without it            : median {statistics.median(without):.2f}s")
+        print(f"  paired difference (cost per run): median {statistics.median(cost) * 1000:.0f} ms "
+              f"(min {min(cost) * 1000:.0f}, max {max(cost) * 1000:.0f})")
+        print(f"  inspect playbook alone          : median {statistics.median(inspect):.2f}s")
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end")
+        raise SystemExit(0)
     via, plain, before, after = [], [], [], []
     for _ in range(ROUNDS):
         took, s = through_runner(request("provision", t0, v0))
