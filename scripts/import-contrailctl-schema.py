@@ -3,7 +3,8 @@
 role schema (src/config/roles.json). The project owns the result: edit roles.json
 directly from now on; this script only records where it came from.
 
-usage: scripts/import-contrailctl-schema.py ../shared/reference/contrailctl/schema > src/config/roles.json
+usage: scripts/import-contrailctl-schema.py CONTRAILCTL_SCHEMA_DIR > src/config/roles.json
+(CONTRAILCTL_SCHEMA_DIR: the upstream contrailctl `schema/` directory)
 """
 import json, os, sys
 

@@ -1,4 +1,4 @@
-//! The playbook runner: a REST service (DESIGN.md §5) that runs the
+//! The playbook runner: a REST service that runs the
 //! provisioning playbooks (`playbooks/`) with `ansible-playbook` over SSH, one
 //! run per target host at a time, and its client.
 //!
