@@ -37,7 +37,7 @@ pub(super) fn process(schema: &Value, obj: &mut Value) -> Outcome {
         match props.and_then(|p| p.get(&k)) {
             Some(s) => {
                 let mut v = o.remove(&k).unwrap_or(Value::Null);
-                let keep = walk(s, &mut v, &k, &mut out);
+                let keep = walk(s, &mut v, &k, Null::Prune, &mut out);
                 if keep {
                     o.insert(k, v);
                 }
@@ -59,7 +59,7 @@ pub(super) fn process(schema: &Value, obj: &mut Value) -> Outcome {
                 && let Some(d) = s.get("default")
             {
                 let mut v = d.clone();
-                walk(s, &mut v, k, &mut out);
+                walk(s, &mut v, k, Null::Prune, &mut out);
                 o.insert(k.clone(), v);
             }
         }
@@ -123,8 +123,19 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// What a null where the schema is not nullable (and has no default) becomes.
+#[derive(Clone, Copy, PartialEq)]
+enum Null {
+    /// The value of a named property: pruned, as kube-apiserver does.
+    Prune,
+    /// An item of a list or a value of a map (`additionalProperties`): kept,
+    /// and so refused by the type check (`Invalid value: "null"`), as
+    /// kube-apiserver does.
+    Refuse,
+}
+
 /// Processes one value; returns false when the value should be dropped.
-fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Outcome) -> bool {
+fn walk(schema: &Value, v: &mut Value, path: &str, null: Null, out: &mut Outcome) -> bool {
     let nullable = schema.get("nullable").and_then(Value::as_bool) == Some(true);
     if v.is_null() {
         if nullable {
@@ -134,8 +145,9 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Outcome) -> bool {
             *v = d.clone();
         } else if schema.get("type").is_none() && preserves(schema) {
             return true;
-        } else {
-            // kube-apiserver prunes nulls of non-nullable fields.
+        } else if null == Null::Prune {
+            // kube-apiserver prunes nulls of non-nullable properties
+            // (`PruneNonNullableNullsWithoutDefaults`), not of items.
             return false;
         }
     }
@@ -208,7 +220,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Outcome) -> bool {
             if let Some(items) = schema.get("items") {
                 let mut kept = Vec::with_capacity(a.len());
                 for (i, mut item) in std::mem::take(a).into_iter().enumerate() {
-                    if walk(items, &mut item, &format!("{path}[{i}]"), out) {
+                    if walk(items, &mut item, &format!("{path}[{i}]"), Null::Refuse, out) {
                         kept.push(item);
                     }
                 }
@@ -333,14 +345,17 @@ fn walk_object(schema: &Value, o: &mut Map<String, Value>, path: &str, out: &mut
     let additional = schema.get("additionalProperties");
     let keys: Vec<String> = o.keys().cloned().collect();
     for k in keys {
-        let child = props
-            .and_then(|p| p.get(&k))
-            .or_else(|| additional.filter(|a| a.is_object()));
+        let child = match props.and_then(|p| p.get(&k)) {
+            Some(s) => Some((s, Null::Prune)),
+            None => additional
+                .filter(|a| a.is_object())
+                .map(|s| (s, Null::Refuse)),
+        };
         let p = join(path, &k);
         match child {
-            Some(s) => {
+            Some((s, null)) => {
                 let mut v = o.remove(&k).unwrap_or(Value::Null);
-                if walk(s, &mut v, &p, out) {
+                if walk(s, &mut v, &p, null, out) {
                     o.insert(k, v);
                 }
             }
@@ -360,7 +375,7 @@ fn walk_object(schema: &Value, o: &mut Map<String, Value>, path: &str, out: &mut
                 && let Some(d) = s.get("default")
             {
                 let mut v = d.clone();
-                walk(s, &mut v, &join(path, k), out);
+                walk(s, &mut v, &join(path, k), Null::Prune, out);
                 o.insert(k.clone(), v);
             }
         }
@@ -487,6 +502,46 @@ mod tests {
         let out = process(&schema, &mut obj);
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].field, "status.conditions[1]");
+    }
+
+    #[test]
+    fn null_items_and_map_values_are_refused_null_properties_pruned() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+        "properties": {
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "maybe": {"type": "array", "items": {"type": "string", "nullable": true}},
+            "defaulted": {"type": "array", "items": {"type": "string", "default": "d"}},
+            "images": {"type": "object", "additionalProperties": {"type": "string"}},
+            "free": {"type": "array", "items": {"x-kubernetes-preserve-unknown-fields": true}},
+            "host": {"type": "string"}
+        }}}});
+        let mut obj = json!({"spec": {"roles": ["controller", null], "host": null,
+            "maybe": ["a", null], "defaulted": [null], "free": [null],
+            "images": {"agent": "x", "controller": null}}});
+        let out = process(&schema, &mut obj);
+        let errors: Vec<(&str, &str)> = out
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                (
+                    "spec.roles[1]",
+                    "Invalid value: \"null\": spec.roles[1] in body must be of type string: \"null\""
+                ),
+                (
+                    "spec.images.controller",
+                    "Invalid value: \"null\": spec.images.controller in body must be of type string: \"null\""
+                ),
+            ]
+        );
+        // A null property is pruned; nullable and defaulted items are kept.
+        assert!(obj["spec"].get("host").is_none());
+        assert_eq!(obj["spec"]["maybe"], json!(["a", null]));
+        assert_eq!(obj["spec"]["defaulted"], json!(["d"]));
+        assert_eq!(obj["spec"]["free"], json!([null]));
     }
 
     #[test]
