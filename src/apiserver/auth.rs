@@ -20,8 +20,11 @@
 //! to a ClusterRole grants it inside the binding's namespace). Non-resource
 //! paths (discovery, OpenAPI, `/version`) are open to every authenticated
 //! user. Denials are `403 Forbidden` Statuses worded like kube-apiserver's.
-//! Not modelled: aggregated ClusterRoles, escalation checks on writing roles,
-//! `nonResourceURLs` rules, impersonation.
+//! Not modelled: aggregated ClusterRoles, escalation checks on writing roles.
+//! `nonResourceURLs` rules are only read by SelfSubjectAccessReviews.
+//!
+//! **Impersonation** (`Impersonate-User`, `-Group`, `-Uid`) is in
+//! `impersonate`, the self reviews in `authz_review`, bound tokens in `tokens`.
 //!
 //! **Audit.** Every request (authenticated or not) is counted by
 //! (verb, resource) and, when configured, appended to a JSON-lines file.
@@ -62,6 +65,20 @@ impl User {
             service_account: None,
         }
     }
+
+    /// `system:serviceaccount:NS:NAME` with the groups kube gives it.
+    pub fn service_account(ns: &str, sa: &str) -> Self {
+        Self {
+            name: format!("system:serviceaccount:{ns}:{sa}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+            admin: false,
+            service_account: Some((ns.into(), sa.into())),
+        }
+    }
 }
 
 /// The ServiceAccount a token belongs to, looked up in the token Secrets.
@@ -75,16 +92,7 @@ pub(super) fn service_account_user(st: &State, token: &str) -> Option<User> {
     let ns = secret["metadata"]["namespace"].as_str()?;
     let sa = secret["metadata"]["annotations"][SA_NAME_ANNOTATION].as_str()?;
     st.get(&ResKey::new("", "serviceaccounts"), ns, sa)?;
-    Some(User {
-        name: format!("system:serviceaccount:{ns}:{sa}"),
-        groups: vec![
-            "system:serviceaccounts".into(),
-            format!("system:serviceaccounts:{ns}"),
-            "system:authenticated".into(),
-        ],
-        admin: false,
-        service_account: Some((ns.into(), sa.into())),
-    })
+    Some(User::service_account(ns, sa))
 }
 
 /// Fills a ServiceAccount token Secret (`data.token`, `data.namespace`),
@@ -143,8 +151,16 @@ pub struct RequestAttributes {
 pub struct AuditRecord {
     /// RFC 3339 time the request was answered.
     pub time: String,
-    /// The user (`admin`, `system:serviceaccount:NS:SA`, `system:anonymous`).
+    /// The user (`admin`, `system:serviceaccount:NS:SA`, `system:anonymous`):
+    /// the one who authenticated, also when acting as another.
     pub user: String,
+    /// The user acted as (`Impersonate-User`), if any.
+    #[serde(
+        rename = "impersonatedUser",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub impersonated_user: Option<String>,
     /// What was asked.
     #[serde(flatten)]
     pub attributes: RequestAttributes,
@@ -354,6 +370,15 @@ pub(super) fn allowed(st: &State, user: &User, a: &RequestAttributes) -> bool {
         // Discovery, OpenAPI, /version: system:discovery / system:basic-user.
         return true;
     }
+    // The self reviews: system:basic-user, bound to every authenticated user.
+    if super::authz_review::basic_rules()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["resources"].is_array() && rule_allows(r, a))
+    {
+        return true;
+    }
     let grants = |binding: &Value, ns: &str| {
         strs_subjects(binding)
             .iter()
@@ -381,6 +406,44 @@ pub(super) fn allowed(st: &State, user: &User, a: &RequestAttributes) -> bool {
         }
     }
     false
+}
+
+/// Every rule granted to `user` cluster-wide and in `ns` (the rules a
+/// SelfSubjectRulesReview lists), with the binding's namespace.
+pub(super) fn rules_for(st: &State, user: &User, ns: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut collect = |binding: &Value, binding_ns: &str| {
+        if strs_subjects(binding)
+            .iter()
+            .any(|s| subject_matches(s, user, binding_ns))
+        {
+            out.extend(role_rules(st, &binding["roleRef"], binding_ns));
+        }
+    };
+    for b in st.list(
+        &ResKey::new("rbac.authorization.k8s.io", "clusterrolebindings"),
+        None,
+    ) {
+        collect(&b, "");
+    }
+    if !ns.is_empty() {
+        for b in st.list(
+            &ResKey::new("rbac.authorization.k8s.io", "rolebindings"),
+            Some(ns),
+        ) {
+            collect(&b, ns);
+        }
+    }
+    out
+}
+
+/// Whether a rule's `nonResourceURLs` and verbs allow `verb` on `path`
+/// (`*` and a trailing `*` as a prefix, as in kube's RBAC).
+pub(super) fn non_resource_rule_allows(rule: &Value, verb: &str, path: &str) -> bool {
+    strs(&rule["verbs"]).iter().any(|v| *v == "*" || *v == verb)
+        && strs(&rule["nonResourceURLs"]).iter().any(|u| {
+            *u == "*" || *u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+        })
 }
 
 fn strs_subjects(binding: &Value) -> Vec<Value> {

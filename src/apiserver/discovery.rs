@@ -60,7 +60,19 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
             "subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]
         }]);
     }
+    if has_token_subresource(r) {
+        v["subresources"] = json!([{
+            "subresource": "token",
+            "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+            "verbs": ["create"]
+        }]);
+    }
     v
+}
+
+/// ServiceAccounts have `/token` (TokenRequest).
+pub(super) fn has_token_subresource(r: &ResourceInfo) -> bool {
+    r.group.is_empty() && r.plural == "serviceaccounts"
 }
 
 /// Aggregated discovery for `/api` (core) or `/apis` (the rest).
@@ -149,6 +161,13 @@ pub(super) fn resource_list(all: &[ResourceInfo], group: &str, version: &str) ->
             v["categories"] = json!(r.categories);
         }
         resources.push(v);
+        if has_token_subresource(r) {
+            resources.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                "verbs": ["create"]
+            }));
+        }
         if r.status {
             resources.push(json!({
                 "name": format!("{}/status", r.plural), "singularName": "",
@@ -176,7 +195,7 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// Reverse-DNS schema name, as kube-apiserver names CRD schemas.
-fn schema_name(r: &ResourceInfo) -> String {
+pub(super) fn schema_name(r: &ResourceInfo) -> String {
     let group: Vec<&str> = if r.group.is_empty() {
         vec!["io", "k8s", "api", "core"]
     } else {
@@ -197,9 +216,14 @@ pub(super) fn openapi_gv(all: &[ResourceInfo], group: &str, version: &str) -> Op
     let base = format!("/{}", gv_path(group, version));
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
+    let builtin = super::openapi::builtin_v3(group, version);
+    if let Some(b) = builtin {
+        schemas.extend(b.definitions.clone());
+    }
     for r in rs {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let name = schema_name(r);
+        let builtin_name = builtin.and_then(|b| b.kinds.get(&r.kind));
+        let name = builtin_name.cloned().unwrap_or_else(|| schema_name(r));
         let reference = json!({"$ref": format!("#/components/schemas/{name}")});
         let content = json!({"application/json": {"schema": reference}});
         let params = json!([
@@ -232,6 +256,9 @@ pub(super) fn openapi_gv(all: &[ResourceInfo], group: &str, version: &str) -> Op
             format!("{base}/{}", r.plural)
         };
         paths.insert(collection, json!({"get": op("list"), "post": op("post")}));
+        if builtin_name.is_some() && r.special != Special::Custom {
+            continue;
+        }
         let mut schema = match (&r.schema, r.special) {
             (Some(s), Special::Custom) => s.clone(),
             _ => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),

@@ -34,6 +34,7 @@ pub(super) struct Server {
     crds: RwLock<Vec<ResourceInfo>>,
     rbac: bool,
     audit: Arc<auth::Audit>,
+    signer: super::tokens::Signer,
 }
 
 /// A parsed resource path.
@@ -106,6 +107,7 @@ impl Server {
         audit: Arc<auth::Audit>,
     ) -> Self {
         let server = Self {
+            signer: super::tokens::Signer::new(&token),
             store,
             token,
             bookmark_interval,
@@ -172,6 +174,7 @@ impl Server {
             },
             path: req.path.clone(),
             code: 0,
+            impersonated_user: None,
         };
         let resp = match self.route(req, &mut rec).await {
             Ok(r) => r,
@@ -193,6 +196,10 @@ impl Server {
             return None;
         }
         let st = self.store.lock();
+        if token.split('.').count() == 3 {
+            let now = jiff::Timestamp::now().as_second();
+            return super::tokens::user(&self.signer, &st, token, now);
+        }
         auth::service_account_user(&st, token)
     }
 
@@ -218,6 +225,17 @@ impl Server {
             .authenticate(req.token())
             .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
         rec.user = user.name.clone();
+        let acting_as = {
+            let st = self.store.lock();
+            super::impersonate::impersonated(&st, self.rbac, &user, &req.headers)?
+        };
+        let user = match acting_as {
+            Some(u) => {
+                rec.impersonated_user = Some(u.name.clone());
+                u
+            }
+            None => user,
+        };
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let all = self.all_resources();
         let aggregated = req.wants_aggregated();
@@ -252,6 +270,7 @@ impl Server {
             ["api", v] => return discovery_answer(discovery::resource_list(&all, "", v)),
             ["apis", g] => return discovery_answer(discovery::api_group_doc(&all, g)),
             ["apis", g, v] => return discovery_answer(discovery::resource_list(&all, g, v)),
+            ["openapi", "v2"] => return Ok(super::openapi::v2_response(&all, req.accept())),
             ["openapi", "v3"] => return Ok(json_resp(200, &discovery::openapi_root(&all))),
             ["openapi", "v3", "api", v] => {
                 return discovery_answer(discovery::openapi_gv(&all, "", v));
@@ -303,11 +322,15 @@ impl Server {
         match target.sub.as_deref() {
             None => {}
             Some("status") if info.status => {}
+            Some("token") if discovery::has_token_subresource(&info) => {}
             Some(_) => return Err(ApiError::not_found_path()),
         }
         let ns = target.namespace.as_deref();
         let name = target.name.as_deref();
         let sub = target.sub.as_deref();
+        if info.special == Special::Review || sub == Some("token") {
+            return self.review_or_token(&info, &user, ns, name, sub, &req);
+        }
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
@@ -343,6 +366,54 @@ impl Server {
             }
         }
         Ok(resp)
+    }
+
+    /// The create-only endpoints answered without storing anything: the self
+    /// reviews and `serviceaccounts/NAME/token`.
+    fn review_or_token(
+        &self,
+        info: &ResourceInfo,
+        user: &auth::User,
+        ns: Option<&str>,
+        name: Option<&str>,
+        sub: Option<&str>,
+        req: &Req,
+    ) -> Result<Response<Body>, ApiError> {
+        let not_allowed = || {
+            ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        };
+        if req.method != Method::POST {
+            return Err(not_allowed());
+        }
+        let body = decode_body(req)?;
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
+        }
+        let st = self.store.lock();
+        let answer = match (sub, name) {
+            (Some("token"), Some(sa)) => super::authz_review::token_request(
+                &st,
+                &self.signer,
+                ns.unwrap_or(""),
+                sa,
+                body,
+                jiff::Timestamp::now().as_second(),
+            )?,
+            (None, None) => {
+                let mut body = body;
+                body["apiVersion"] = info.api_version().into();
+                body["kind"] = info.kind.clone().into();
+                super::authz_review::review(&st, self.rbac, user, &info.kind, body)?
+            }
+            _ => return Err(not_allowed()),
+        };
+        Ok(json_resp(201, &answer))
     }
 
     fn verb(
@@ -462,10 +533,7 @@ impl Server {
         if let Some(k) = body.get("kind").and_then(Value::as_str)
             && k != info.kind
         {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the body ({k}) does not match the resource ({})",
-                info.kind
-            )));
+            return Err(kind_mismatch(info, k, &body));
         }
         let mut obj = from_view(info, body);
         let m = meta::meta_mut(&mut obj).ok_or_else(|| ApiError::bad_request("bad metadata"))?;
@@ -1053,6 +1121,30 @@ impl Server {
     }
 }
 
+/// kube-apiserver's answer to a body whose kind is not the resource's (kubectl
+/// maps a lower-case kind, `kind: server`, to the resource): a custom
+/// resource fails validation (422), a built-in kind fails decoding (400).
+fn kind_mismatch(info: &ResourceInfo, kind: &str, body: &Value) -> ApiError {
+    if info.special == Special::Custom {
+        return ApiError::invalid(
+            &info.group,
+            &info.kind,
+            meta::meta_str(body, "name").unwrap_or(""),
+            &[FieldError::new(
+                "kind",
+                "FieldValueInvalid",
+                format!("Invalid value: \"{kind}\": must be {}", info.kind),
+            )],
+        );
+    }
+    ApiError::bad_request(format!(
+        "{kind} in version \"{}\" cannot be handled as a {}: no kind \"{kind}\" is registered for version \"{}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\"",
+        info.version,
+        info.kind,
+        info.api_version()
+    ))
+}
+
 /// Namespaces and CRDs are finished by `finish_owner` (once they own nothing),
 /// not by the removal of their last finalizer alone.
 fn has_spec_finalizers(info: &ResourceInfo, _obj: &Value) -> bool {
@@ -1282,7 +1374,7 @@ fn prepare(info: &ResourceInfo, obj: &mut Value, old: Option<&Obj>) -> Result<()
         }
         Special::Crd => prepare_crd(obj, old)?,
         Special::Event | Special::EventV1 => {}
-        Special::None | Special::Custom => {}
+        Special::None | Special::Custom | Special::Review => {}
     }
     Ok(())
 }

@@ -16,7 +16,13 @@
 //! RBAC (switchable; ServiceAccount token Secrets, Roles and bindings) and the
 //! audit log with request counters are in `auth`.
 //!
-//! Not yet: `/openapi/v2`, list merge keys in server-side apply.
+//! `/openapi/v2` (protobuf, for kubectl's client-side validation) and the
+//! built-in kinds' schemas (from `k8s-openapi`, so `kubectl explain configmap`
+//! works) are in `openapi`; the self reviews (`kubectl auth can-i|whoami`) and
+//! TokenRequest (`kubectl create token`) in `authz_review` and `tokens`;
+//! impersonation (`kubectl --as`) in `impersonate`.
+//!
+//! Not yet: list merge keys in server-side apply.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,16 +41,20 @@
 //! - `resources`: the table of served resources (built-ins and CRDs);
 //! - `handlers`: the verbs; `watch`: watch streams; `discovery`: discovery/OpenAPI;
 //! - `schema`: structural schemas and CEL; `patch`: patch types;
-//! - `select`: label/field selectors; `proto`: protobuf bodies; `events`: the
+//! - `select`: label/field selectors; `proto`: protobuf bodies (a field table
+//!   per built-in kind); `events`: the
 //!   `v1` ↔ `events.k8s.io/v1` conversion; `tls`: CA, certificate and token;
 //! - `http`: request parsing, content negotiation and `Status` errors.
 
 mod auth;
+mod authz_review;
 mod discovery;
 mod events;
 mod handlers;
 mod http;
+mod impersonate;
 mod meta;
+mod openapi;
 mod patch;
 mod proto;
 mod resources;
@@ -53,6 +63,7 @@ mod select;
 mod store;
 mod table;
 mod tls;
+mod tokens;
 mod watch;
 
 use std::net::SocketAddr;

@@ -18,6 +18,8 @@ pub(super) enum Special {
     Crd,
     /// A custom resource (schema, status subresource rules, 415 for SMP).
     Custom,
+    /// A create-only review (SelfSubjectAccessReview, …): answered, never stored.
+    Review,
 }
 
 /// One served resource in one group/version.
@@ -53,6 +55,9 @@ impl ResourceInfo {
         }
     }
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.special == Special::Review {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -236,6 +241,36 @@ pub(super) fn builtins() -> Vec<ResourceInfo> {
             &["ev"],
             false,
             S::EventV1,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+            false,
+            S::Review,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            false,
+            &[],
+            false,
+            S::Review,
+        ),
+        builtin(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
+            false,
+            S::Review,
         ),
         builtin(
             "apiextensions.k8s.io",

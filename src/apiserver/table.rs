@@ -276,7 +276,7 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
                 str_cell(&o["metadata"]["name"])
             }),
         ],
-        Special::None => builtin_columns(info),
+        Special::None | Special::Review => builtin_columns(info),
     }
 }
 
