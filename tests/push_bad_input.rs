@@ -249,6 +249,14 @@ async fn registry_down_is_reported_after_retries() {
     let err = registry::push(&req, |_| {})
         .await
         .expect_err("TLS to plain HTTP");
-    assert_eq!(err.reason(), "ConnectRegistry", "{err}");
+    // Said at once, and why: no retries, no "corrupt message".
+    let message = err.to_string();
+    assert_eq!(err.reason(), "PlainHttpRegistry", "{message}");
+    assert!(err.is_permanent(), "{message}");
+    assert!(
+        message.contains("plain HTTP") && message.contains("insecure"),
+        "{message}"
+    );
+    assert!(!message.contains("attempts"), "{message}");
     assert!(tags(&registry.addr, "bad-tls-controller").is_empty());
 }

@@ -1,10 +1,15 @@
 //! Registry faults mid-push: a fault-injecting proxy in front of the real
-//! `docker-registry` answers chosen requests with 500/401. Transient faults are
-//! retried and the push succeeds; persistent ones are reported, and no tag is
-//! created (checked on the registry itself, behind the proxy).
+//! `docker-registry` answers chosen requests with 500/401, never answers them,
+//! or corrupts a byte of an upload; bare loopback sockets play a registry that
+//! accepts connections and never answers, and one that answers 401 to all.
+//! Transient faults are retried and the push succeeds; persistent ones are
+//! reported within the deadline, permanent ones (credentials, digests) at
+//! once, and no tag is created (checked on the registry itself).
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use server_manager::crd::Role;
@@ -12,6 +17,17 @@ use server_manager::registry::{self, PushRequest, RegistryConfig, RetryPolicy, S
 use support::http_tools::{Fault, FaultyProxy, registry_digest, tags};
 use support::images::{docker_save, layered_images, scratch, unique};
 use support::registry::TestRegistry;
+
+/// Bound on a whole faulty push, far above the deadlines involved: a push that
+/// hangs fails the test instead of hanging it.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+async fn push_err(req: &PushRequest) -> registry::PushError {
+    tokio::time::timeout(HANG_GUARD, registry::push(req, |_| {}))
+        .await
+        .expect("the push hung: no deadline")
+        .expect_err("the push must fail")
+}
 
 fn request(addr: &str, tarball: &std::path::Path, id: &str) -> PushRequest {
     PushRequest::new(
@@ -24,6 +40,7 @@ fn request(addr: &str, tarball: &std::path::Path, id: &str) -> PushRequest {
                 initial_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_millis(200),
             },
+            timeout: Some(Duration::from_secs(1)),
             ..Default::default()
         },
         id,
@@ -73,10 +90,11 @@ async fn faults_mid_upload_are_retried_then_reported() {
         Some(report.digest.as_str())
     );
 
-    // Persistent 500 on blob uploads: reported after the retries, no tag.
+    // Persistent 500 on blob uploads, or no answer at all: reported after the
+    // retries, no tag.
     for (status, words) in [
         (500, "500 Internal Server Error"),
-        (401, "401 Unauthorized"),
+        (0, "took no data and gave no answer for 1s"),
     ] {
         let proxy = FaultyProxy::start(
             &registry.addr,
@@ -88,9 +106,7 @@ async fn faults_mid_upload_are_retried_then_reported() {
             }],
         );
         let id = format!("flt-{}", unique());
-        let err = registry::push(&request(&proxy.addr, &save, &id), |_| {})
-            .await
-            .expect_err("persistent fault");
+        let err = push_err(&request(&proxy.addr, &save, &id)).await;
         let message = err.to_string();
         eprintln!("{message}");
         assert_eq!(err.reason(), "UploadBlob", "{message}");
@@ -117,4 +133,111 @@ async fn faults_mid_upload_are_retried_then_reported() {
         .expect_err("manifest refused");
     assert_eq!(err.reason(), "PushManifest", "{err}");
     assert!(tags(&registry.addr, &format!("{id}-controller")).is_empty());
+}
+
+/// A registry that refuses our credentials, and one that corrupts what it
+/// receives: both permanent (no retries), each named in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_corruption_are_permanent() {
+    let registry = TestRegistry::start();
+    let images = layered_images("refusals");
+    let (_dir, dir) = scratch();
+    let save = dir.join("app.tar");
+    docker_save(&[&images.app], &save);
+
+    // 401 on blob uploads (no challenge to answer): denied, not retried.
+    let proxy = FaultyProxy::start(
+        &registry.addr,
+        vec![Fault {
+            method: "PUT",
+            path_contains: "/blobs/uploads/",
+            status: 401,
+            times: usize::MAX,
+        }],
+    );
+    let id = format!("flt-{}", unique());
+    let err = push_err(&request(&proxy.addr, &save, &id)).await;
+    let message = err.to_string();
+    assert_eq!(err.reason(), "RegistryDenied", "{message}");
+    assert!(err.is_permanent(), "{message}");
+    assert!(message.contains("401 Unauthorized"), "{message}");
+    assert!(!message.contains("attempts"), "not retried: {message}");
+    assert!(tags(&registry.addr, &format!("{id}-controller")).is_empty());
+
+    // A registry answering 401 to everything, credentials sent: denied at once.
+    let denier = TcpListener::bind("127.0.0.1:0").unwrap();
+    let denier_addr = denier.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in denier.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let mut req = request(&denier_addr, &save, "flt-denied");
+    req.registry.credentials = Some(registry::Credentials {
+        username: "u".into(),
+        password: "wrong".into(),
+    });
+    let err = push_err(&req).await;
+    let message = err.to_string();
+    assert_eq!(err.reason(), "RegistryDenied", "{message}");
+    assert!(err.is_permanent() && message.contains("401"), "{message}");
+    assert!(!message.contains("wrong"), "no secret in errors: {message}");
+
+    // One byte flipped on the way: the registry's digest differs from ours.
+    let proxy = FaultyProxy::corrupting(&registry.addr);
+    let id = format!("flt-{}", unique());
+    let err = push_err(&request(&proxy.addr, &save, &id)).await;
+    let message = err.to_string();
+    assert_eq!(err.reason(), "DigestMismatch", "{message}");
+    assert!(err.is_permanent(), "{message}");
+    assert!(!message.contains("attempts"), "not retried: {message}");
+    assert!(tags(&registry.addr, &format!("{id}-controller")).is_empty());
+}
+
+/// A registry that accepts connections and never answers: a clear, retried
+/// error within the deadline; a tarball URL that refuses connections is a
+/// transient failure too (the Image controller retries, never `Stalled`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_registry_and_refused_url_are_transient() {
+    let (_dir, dir) = scratch();
+    let images = layered_images("silent");
+    let save = dir.join("app.tar");
+    docker_save(&[&images.app], &save);
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let err = push_err(&request(&silent_addr, &save, "flt-silent")).await;
+    let message = err.to_string();
+    eprintln!("{message}");
+    assert_eq!(err.reason(), "ConnectRegistry", "{message}");
+    assert!(!err.is_permanent(), "{message}");
+    assert!(
+        message.contains("did not answer within 1s") && message.contains("after 4 attempts"),
+        "{message}"
+    );
+
+    let refused = format!("http://127.0.0.1:{}/image.tar", support::free_port());
+    let mut req = request(&silent_addr, &save, "flt-url");
+    req.source = Source::Url(refused.clone());
+    let err = push_err(&req).await;
+    let message = err.to_string();
+    assert_eq!(err.reason(), "FetchSource", "{message}");
+    assert!(!err.is_permanent(), "{message}");
+    assert!(message.contains(&refused), "{message}");
 }

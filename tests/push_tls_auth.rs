@@ -33,6 +33,7 @@ async fn tls_with_ca_bundle_and_basic_credentials() {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(100),
         },
+        timeout: None,
     };
     let req = |config: &RegistryConfig| {
         PushRequest::new(
@@ -57,7 +58,9 @@ async fn tls_with_ca_bundle_and_basic_credentials() {
     let err = registry::push(&req(&anonymous), |_| {})
         .await
         .expect_err("no credentials");
-    assert_eq!(err.reason(), "ConnectRegistry", "{err}");
+    // Refused credentials are permanent: not retried, the cause named.
+    assert_eq!(err.reason(), "RegistryDenied", "{err}");
+    assert!(err.is_permanent(), "{err}");
     assert!(err.to_string().contains("requires credentials"), "{err}");
 
     let mut wrong = good.clone();
@@ -68,7 +71,11 @@ async fn tls_with_ca_bundle_and_basic_credentials() {
     let err = registry::push(&req(&wrong), |_| {})
         .await
         .expect_err("wrong password");
-    assert_eq!(err.reason(), "ConnectRegistry", "{err}");
+    assert_eq!(err.reason(), "RegistryDenied", "{err}");
+    assert!(
+        err.is_permanent() && err.to_string().contains("failed to reach"),
+        "{err}"
+    );
     assert!(err.to_string().contains("401"), "{err}");
 
     let mut untrusted = good.clone();

@@ -35,6 +35,7 @@ async fn bearer_token_flow_push_mount_and_delete() {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(100),
         },
+        timeout: None,
     };
     let req = |config: &RegistryConfig, role: Role| {
         PushRequest::new(Source::Path(save.clone()), config.clone(), &id, role, "1")
@@ -63,7 +64,11 @@ async fn bearer_token_flow_push_mount_and_delete() {
     let err = registry::push(&req(&wrong, Role::Agent), |_| {})
         .await
         .expect_err("wrong password");
-    assert_eq!(err.reason(), "ConnectRegistry", "{err}");
+    assert_eq!(err.reason(), "RegistryDenied", "{err}");
+    assert!(
+        err.is_permanent() && err.to_string().contains("failed to reach"),
+        "{err}"
+    );
     assert!(err.to_string().contains("failed to get a token"), "{err}");
 
     let deleted = registry::delete_tag(&good, &id, Role::Controller, "1")

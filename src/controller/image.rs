@@ -348,13 +348,30 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
                     generation,
                 ),
             );
+            // Stalled and Reconciling never contradict each other: a permanent
+            // failure is not retried (until the Image changes), a transient one
+            // is, and says when.
+            let (reconciling, action) = if e.permanent {
+                (
+                    (
+                        reason::PUSH_FAILED,
+                        "not retried until the Image changes".to_string(),
+                    ),
+                    Action::await_change(),
+                )
+            } else {
+                (
+                    (
+                        reason::BACKING_OFF,
+                        format!("retrying in {}s", wait.as_secs()),
+                    ),
+                    Action::requeue(wait),
+                )
+            };
             mark_unsettled(
                 &mut st.conditions,
                 e.permanent,
-                (
-                    reason::BACKING_OFF,
-                    format!("retrying in {}s", wait.as_secs()),
-                ),
+                reconciling,
                 (reason::PUSH_FAILED, msg.clone()),
                 generation,
             );
@@ -368,7 +385,7 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
                 msg,
             )
             .await;
-            Ok(Action::requeue(wait))
+            Ok(action)
         }
     }
 }

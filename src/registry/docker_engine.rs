@@ -139,8 +139,11 @@ async fn load(docker: &Docker, req: &PushRequest) -> Result<Vec<String>, PushErr
                 tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).boxed()
             }
             Source::Url(u) => {
-                let client = super::client::http_client(req.registry.ca_bundle.as_deref())
-                    .map_err(PushError::Configure)?;
+                let client = super::client::http_client(
+                    req.registry.ca_bundle.as_deref(),
+                    Some(req.registry.deadline()),
+                )
+                .map_err(PushError::Configure)?;
                 let response = client
                     .get(u)
                     .send()

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{ImageCategory, ImageSpec, Role};
 use crate::image_ref::{ImageRefError, ImageReference};
-use client::{HttpError, RegistryClient, retrying};
+use client::{Cause, HttpError, RegistryClient, retrying};
 use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
 use tarball::{Origin, Tarball, TarballError};
 
@@ -102,6 +102,17 @@ pub struct RegistryConfig {
     pub credentials: Option<Credentials>,
     /// Retries on connection errors and 5xx answers.
     pub retry: RetryPolicy,
+    /// Deadline of each registry call: a registry that accepts connections and
+    /// never answers fails the call (retried) after this long. For a streamed
+    /// blob, the longest pause in taking data or answering. `None`: 30 s.
+    pub timeout: Option<Duration>,
+}
+
+impl RegistryConfig {
+    /// The deadline of each call ([`RegistryConfig::timeout`] or 30 s).
+    pub fn deadline(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(30))
+    }
 }
 
 /// How `docker save` layers (uncompressed tars) are pushed. OCI-layout blobs are
@@ -292,6 +303,24 @@ pub enum PushError {
         /// What the content hashes to (or a size mismatch).
         actual: String,
     },
+    /// The registry refused for good: our credentials (401/403), the content
+    /// (a digest mismatch), or plain HTTP where TLS was expected. Trying again
+    /// cannot help until the configuration or the image changes.
+    #[error("{message}")]
+    Refused {
+        /// `RegistryDenied`, `DigestMismatch` or `PlainHttpRegistry`.
+        cause: &'static str,
+        /// The failed operation and the registry's answer.
+        message: String,
+    },
+    /// The tarball's URL cannot be fetched for now (refused, timed out, 5xx).
+    #[error("failed to fetch the image tarball {source_name}: {message}")]
+    FetchSource {
+        /// The source.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The registry cannot be reached or refuses us.
     #[error("failed to reach the registry {registry}: {message}")]
     ConnectRegistry {
@@ -354,6 +383,8 @@ impl PushError {
             PushError::InvalidImage { .. } => "InvalidImage",
             PushError::SelectImage { .. } => "SelectImage",
             PushError::VerifyBlob { .. } => "VerifyBlob",
+            PushError::Refused { cause, .. } => cause,
+            PushError::FetchSource { .. } => "FetchSource",
             PushError::ConnectRegistry { .. } => "ConnectRegistry",
             PushError::CheckBlob { .. } => "CheckBlob",
             PushError::UploadBlob { .. } => "UploadBlob",
@@ -378,7 +409,24 @@ impl PushError {
                 | PushError::InvalidImage { .. }
                 | PushError::SelectImage { .. }
                 | PushError::VerifyBlob { .. }
+                | PushError::Refused { .. }
         )
+    }
+
+    /// The error of a failed registry call: a permanent refusal (credentials,
+    /// digest, plain HTTP) whatever the operation, else the operation's own
+    /// error built by `other` from the message.
+    fn from_http(e: HttpError, other: impl FnOnce(String) -> PushError) -> PushError {
+        let cause = match e.cause {
+            Cause::Denied => "RegistryDenied",
+            Cause::DigestMismatch => "DigestMismatch",
+            Cause::PlainHttp => "PlainHttpRegistry",
+            Cause::Transient | Cause::Other => return other(e.message),
+        };
+        PushError::Refused {
+            cause,
+            message: other(e.message).to_string(),
+        }
     }
 }
 
@@ -407,9 +455,11 @@ pub async fn push(
     let registry = reference.registry.clone();
     retrying(&client.retry, || client.ping())
         .await
-        .map_err(|e| PushError::ConnectRegistry {
-            registry: registry.clone(),
-            message: e.message,
+        .map_err(|e| {
+            PushError::from_http(e, |message| PushError::ConnectRegistry {
+                registry: registry.clone(),
+                message,
+            })
         })?;
     let parallelism = if tarball.random_access() {
         req.parallelism.max(1)
@@ -491,9 +541,11 @@ pub async fn push(
         )
     })
     .await
-    .map_err(|e| PushError::PushManifest {
-        reference: reference.to_string(),
-        message: e.message,
+    .map_err(|e| {
+        PushError::from_http(e, |message| PushError::PushManifest {
+            reference: reference.to_string(),
+            message,
+        })
     })?;
     if digest != plan.manifest_digest {
         return Err(PushError::PushManifest {
@@ -522,8 +574,11 @@ async fn open_and_plan(req: &PushRequest) -> Result<(Tarball, PushPlan), PushErr
                 });
             }
             Origin::Url {
-                client: client::http_client(req.registry.ca_bundle.as_deref())
-                    .map_err(PushError::Configure)?,
+                client: client::http_client(
+                    req.registry.ca_bundle.as_deref(),
+                    Some(req.registry.deadline()),
+                )
+                .map_err(PushError::Configure)?,
                 url: u.clone(),
                 handle: tokio::runtime::Handle::current(),
             }
@@ -554,9 +609,15 @@ async fn open_and_plan(req: &PushRequest) -> Result<(Tarball, PushPlan), PushErr
 }
 
 fn tarball_error(source_name: &str, e: TarballError) -> PushError {
-    PushError::ReadTarball {
-        source_name: source_name.to_string(),
-        message: e.to_string(),
+    match e {
+        TarballError::Fetch(message) => PushError::FetchSource {
+            source_name: source_name.to_string(),
+            message,
+        },
+        e => PushError::ReadTarball {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -619,9 +680,11 @@ enum BlobOutcome {
 
 /// Makes sure one blob is in the repository: already there, mounted, or uploaded.
 async fn ensure_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<BlobOutcome, PushError> {
-    let check_err = |e: HttpError| PushError::CheckBlob {
-        digest: blob.digest.clone(),
-        message: e.message,
+    let check_err = |e: HttpError| {
+        PushError::from_http(e, |message| PushError::CheckBlob {
+            digest: blob.digest.clone(),
+            message,
+        })
     };
     let client = &ctx.client;
     if retrying(&client.retry, || {
@@ -668,7 +731,7 @@ async fn upload_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<u64, PushE
             client.put_small_blob(&ctx.repo, &blob.digest, data)
         })
         .await
-        .map_err(|e| upload_err(e.message))?;
+        .map_err(|e| PushError::from_http(e, upload_err))?;
         ctx.advance(blob.size);
         return Ok(blob.size);
     }
@@ -679,19 +742,17 @@ async fn upload_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<u64, PushE
         match upload_attempt(ctx, blob).await {
             Ok(()) => return Ok(blob.size),
             Err(AttemptError::Fatal(e)) => return Err(e),
-            Err(AttemptError::Http(e)) if e.retryable && attempt < policy.attempts => {
+            Err(AttemptError::Http(e)) if e.retryable() && attempt < policy.attempts => {
                 tracing::debug!(attempt, digest = %blob.digest, error = %e.message, "blob upload failed, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(policy.max_backoff);
                 attempt += 1;
             }
-            Err(AttemptError::Http(e)) => {
-                let suffix = if attempt > 1 {
-                    format!(" (after {attempt} attempts)")
-                } else {
-                    String::new()
-                };
-                return Err(upload_err(format!("{}{suffix}", e.message)));
+            Err(AttemptError::Http(mut e)) => {
+                if attempt > 1 {
+                    e.message = format!("{} (after {attempt} attempts)", e.message);
+                }
+                return Err(PushError::from_http(e, upload_err));
             }
         }
     }
@@ -741,7 +802,7 @@ async fn upload_attempt(ctx: &BlobContext, blob: &PlannedBlob) -> Result<(), Att
         });
         (result, sent)
     });
-    let body = reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let put = ctx
         .client
         .put_blob(&ctx.repo, &location, &blob.digest, blob.size, body)
@@ -1093,9 +1154,11 @@ pub async fn delete_tag(
     let reference = ImageReference::new(&registry.address, image_id, image_type, version)?;
     let client =
         RegistryClient::new(registry, &reference.registry).map_err(PushError::Configure)?;
-    let err = |e: HttpError| PushError::DeleteTag {
-        reference: reference.to_string(),
-        message: e.message,
+    let err = |e: HttpError| {
+        PushError::from_http(e, |message| PushError::DeleteTag {
+            reference: reference.to_string(),
+            message,
+        })
     };
     let digest = retrying(&client.retry, || {
         client.manifest_digest(&reference.repository, &reference.tag)

@@ -66,6 +66,9 @@ pub(crate) enum TarballError {
     /// The archive is malformed or hostile.
     #[error("{0}")]
     Invalid(String),
+    /// The URL cannot be fetched for now: refused, timed out, or a 5xx answer.
+    #[error("{0}")]
+    Fetch(String),
 }
 
 /// One regular file of the archive.
@@ -320,10 +323,22 @@ fn open_raw(origin: &Origin, offset: u64, end: Option<u64>) -> Result<RawOpen, T
                 };
                 request = request.header(reqwest::header::RANGE, range);
             }
-            let response = handle
-                .block_on(request.send())
-                .map_err(|e| io::Error::other(format!("GET {url}: {e}")))?;
+            let response = handle.block_on(request.send()).map_err(|e| {
+                let mut message = format!("GET {url}: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    message.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                TarballError::Fetch(message)
+            })?;
             let status = response.status();
+            if status.is_server_error()
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            {
+                return Err(TarballError::Fetch(format!("GET {url}: HTTP {status}")));
+            }
             let ranged = status == reqwest::StatusCode::PARTIAL_CONTENT;
             if !(ranged || (status == reqwest::StatusCode::OK && offset == 0)) {
                 return Err(TarballError::Io(io::Error::other(format!(
@@ -384,7 +399,7 @@ impl Read for RangedReader {
                 let (raw, _, _) =
                     open_raw(&self.origin, self.pos, Some(end)).map_err(|e| match e {
                         TarballError::Io(e) => e,
-                        TarballError::Invalid(m) => io::Error::other(m),
+                        TarballError::Invalid(m) | TarballError::Fetch(m) => io::Error::other(m),
                     })?;
                 self.current = Some(raw);
                 self.current_end = end;

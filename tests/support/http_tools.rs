@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One injected fault: requests matching `method` and `path_contains` get
-/// `status`, `times` times (then pass through).
+/// `status`, `times` times (then pass through). Status 0: no answer at all
+/// (the connection is held open, its request unread, for two minutes).
 #[derive(Clone, Debug)]
 pub struct Fault {
     /// HTTP method to match.
@@ -85,6 +86,16 @@ fn reason(status: u16) -> &'static str {
 impl FaultyProxy {
     /// Starts the proxy in front of `upstream` (`host:port`).
     pub fn start(upstream: &str, faults: Vec<Fault>) -> FaultyProxy {
+        FaultyProxy::start_with(upstream, faults, false)
+    }
+
+    /// A proxy that flips one byte in the middle of every blob upload's body
+    /// (`PUT` with a length): the registry receives other content than sent.
+    pub fn corrupting(upstream: &str) -> FaultyProxy {
+        FaultyProxy::start_with(upstream, Vec::new(), true)
+    }
+
+    fn start_with(upstream: &str, faults: Vec<Fault>, corrupt: bool) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr").to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -101,7 +112,7 @@ impl FaultyProxy {
                     }
                     let Ok(conn) = conn else { continue };
                     let (upstream, faults, log) = (upstream.clone(), faults.clone(), log.clone());
-                    std::thread::spawn(move || handle(conn, &upstream, &faults, &log));
+                    std::thread::spawn(move || handle(conn, &upstream, &faults, &log, corrupt));
                 }
             });
         }
@@ -119,7 +130,13 @@ impl FaultyProxy {
     }
 }
 
-fn handle(client: TcpStream, upstream: &str, faults: &Mutex<Vec<Fault>>, log: &Mutex<Vec<String>>) {
+fn handle(
+    client: TcpStream,
+    upstream: &str,
+    faults: &Mutex<Vec<Fault>>,
+    log: &Mutex<Vec<String>>,
+    corrupt: bool,
+) {
     let Ok(read_side) = client.try_clone() else {
         return;
     };
@@ -145,6 +162,10 @@ fn handle(client: TcpStream, upstream: &str, faults: &Mutex<Vec<Fault>>, log: &M
             "{} {} -> {status} (injected)",
             head.method, head.target
         ));
+        if status == 0 {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            return;
+        }
         // Take the body so the client sees the answer, not a reset.
         let _ = std::io::copy(
             &mut (&mut reader).take(head.content_length),
@@ -184,8 +205,24 @@ fn handle(client: TcpStream, upstream: &str, faults: &Mutex<Vec<Fault>>, log: &M
     let Ok(mut up_write) = up.try_clone() else {
         return;
     };
+    let flip = corrupt
+        && head.method == "PUT"
+        && head.target.contains("/blobs/uploads/")
+        && head.content_length > 0;
     let body = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut (&mut reader).take(head.content_length), &mut up_write);
+        if flip {
+            let mut data = Vec::new();
+            let _ = (&mut reader)
+                .take(head.content_length)
+                .read_to_end(&mut data);
+            let middle = data.len() / 2;
+            if let Some(b) = data.get_mut(middle) {
+                *b ^= 0x01;
+            }
+            let _ = up_write.write_all(&data);
+        } else {
+            let _ = std::io::copy(&mut (&mut reader).take(head.content_length), &mut up_write);
+        }
     });
     let _ = std::io::copy(&mut up, &mut client);
     let _ = client.shutdown(Shutdown::Both);
