@@ -16,6 +16,7 @@ use server_manager::runner::api::{
     HostLogsRequest, Playbook, ProvisionVars, RoleSpec, RunRequest, RunState, RunStatus, Secret,
     Target,
 };
+use support::host_lock;
 use support::registry::TestRegistry;
 use support::sshd::TestSshd;
 use support::{docker_import_busybox, free_port, require, run};
@@ -987,6 +988,169 @@ async fn kill9_restart_keeps_finished_runs_and_fails_the_lost_one() {
     .await;
     assert_eq!(gone.state, RunState::Succeeded, "{gone:?}");
     assert_no_key_material(&sshd.private_key(), &[data.path()], &seen);
+}
+
+/// Waits until the lock history of `prefix` shows `token` holding the host.
+async fn until_held_by(prefix: &str, token: &str) {
+    for _ in 0..1200 {
+        if host_lock::intervals(prefix)
+            .iter()
+            .any(|h| h.token == token && h.released.is_none())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{token} never took the host lock of {prefix}");
+}
+
+/// The lock history must show each run holding the host inside its run
+/// record's span (taken after it started, released before it finished).
+fn assert_held_within(prefix: &str, run: &RunStatus) {
+    let secs = |t: &str| t.parse::<jiff::Timestamp>().expect("ts").as_nanosecond() as f64 / 1e9;
+    let history = host_lock::intervals(prefix);
+    let held: Vec<_> = history.iter().filter(|h| h.token == run.id).collect();
+    assert_eq!(
+        held.len(),
+        1,
+        "run {} held the host {} times: {history:?}",
+        run.id,
+        held.len()
+    );
+    let (start, end) = (
+        secs(run.started.as_deref().expect("started")),
+        secs(run.finished.as_deref().expect("finished")),
+    );
+    assert!(
+        start <= held[0].acquired && held[0].released.expect("released") <= end,
+        "the lock of {} was held outside its run ({start}..{end}): {:?}",
+        run.id,
+        held[0]
+    );
+}
+
+/// Every run holds the lock on its host for its whole duration, so runs of
+/// one host never overlap whichever runner (or person) starts them: two
+/// runner processes given the same host at once, a run started by hand over
+/// SSH, and the orphaned `ansible-playbook` of a runner killed mid-run all
+/// take turns. A holder that is gone (its SSH connection closed) frees the
+/// lock; a run that cannot get it in time fails naming the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_lock_keeps_runs_of_one_host_apart_across_runners() {
+    let mut fx = Fixture::new();
+    let sshd = TestSshd::start();
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let ra = RunnerProcess::start(da.path(), 4).await;
+    let rb = RunnerProcess::start(db.path(), 4).await;
+    let (ca, cb) = (ra.client(), rb.client());
+    let mut seen = Seen::default();
+    let host = Host::new(&mut fx, &["one"]);
+    let prefix = host.prefix.clone();
+    struct Unlock(String);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            host_lock::remove(&self.0);
+        }
+    }
+    let _unlock = Unlock(prefix.clone());
+    let vars = host.vars(vec![RoleSpec {
+        name: "one".into(),
+        config: "[GLOBAL]\n".into(),
+        image: fx.image.clone(),
+    }]);
+    let provision = request(Playbook::Provision, target(&sshd), vars.clone());
+
+    // A hand-started holder: the playbooks' own lock script over an SSH
+    // session that stays open for 3 seconds.
+    let known_hosts = sshd.dir.path().join("test_known_hosts");
+    std::fs::write(&known_hosts, sshd.known_hosts()).unwrap();
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/files/host_lock.sh"
+    ))
+    .unwrap();
+    let quoted = format!("'{}'", script.replace('\'', "'\\''"));
+    let mut by_hand = Command::new("ssh")
+        .arg("-i")
+        .arg(sshd.dir.path().join("client_key"))
+        .arg("-p")
+        .arg(sshd.port.to_string())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+        .arg(format!("root@{}", sshd.host))
+        .arg(format!(
+            "sh -c {quoted} sh acquire /run/lock server-manager.{prefix} by-hand 60 && sleep 3"
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh");
+    until_held_by(&prefix, "by-hand").await;
+
+    // Two runners given the same host at once, while it is held by hand.
+    let (a, b) = tokio::join!(ca.run(&provision), cb.run(&provision));
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    let sa = finish(&ca, &a.id, &mut seen).await;
+    let sb = finish(&cb, &b.id, &mut seen).await;
+    assert!(by_hand.wait().expect("ssh").success());
+    for s in [&sa, &sb] {
+        assert_eq!(s.state, RunState::Succeeded, "{s:?}");
+        assert_held_within(&prefix, s);
+    }
+    let history = host_lock::intervals(&prefix);
+    assert_eq!(history[0].token, "by-hand", "{history:?}");
+    assert_eq!(history[0].why.as_deref(), Some("connection-closed"));
+
+    // A runner killed mid-run leaves its ansible-playbook behind for a
+    // while; a run of the same host from another runner waits for it.
+    let mut rc = RunnerProcess::start(dc.path(), 4).await;
+    let orphan = rc.client().run(&provision).await.expect("c");
+    until_held_by(&prefix, &orphan.id).await;
+    rc.kill9();
+    let next = run_to_end(&ca, &provision, &mut seen).await;
+    assert_eq!(next.state, RunState::Succeeded, "{next:?}");
+    assert_held_within(&prefix, &next);
+    let history = host_lock::intervals(&prefix);
+    let o = history
+        .iter()
+        .position(|h| h.token == orphan.id)
+        .expect("orphan");
+    let n = history
+        .iter()
+        .position(|h| h.token == next.id)
+        .expect("next");
+    assert!(o < n, "{history:?}");
+
+    // A holder that stays: a run that cannot get the lock in time fails and
+    // names it.
+    let mut held = Command::new("flock")
+        .arg(format!("/run/lock/server-manager.{prefix}.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut short = provision.clone();
+    short.timeout_seconds = Some(3);
+    let refused = run_to_end(&ca, &short, &mut seen).await;
+    let _ = held.kill();
+    let _ = held.wait();
+    assert_eq!(refused.state, RunState::Failed, "{refused:?}");
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("Take the host lock") || message.contains("timed out"),
+        "{refused:?}"
+    );
+    assert!(
+        !host_lock::intervals(&prefix)
+            .iter()
+            .any(|h| h.token == refused.id),
+        "a run that never got the lock acted on the host"
+    );
+    assert_no_key_material(&sshd.private_key(), &[da.path(), db.path()], &seen);
 }
 
 /// A second registry process serving the fixture registry's storage, with

@@ -143,6 +143,41 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
+/// Kills the SSH control masters of a run: the processes whose command line
+/// names the run's control path directory (`<work_dir>/cp`). `ssh` detaches
+/// a master into a session of its own, so killing the run's process group
+/// leaves it behind; while it lives, the run's connection, and with it the
+/// host lock (`playbooks/tasks/host_lock.yml`), stays up.
+pub fn kill_ssh_masters(work_dir: &Path) {
+    let needle = work_dir.join("cp");
+    let needle = needle.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.starts_with(b"ssh")
+            && cmdline.windows(needle.len()).any(|w| w == needle)
+            && pid > 1
+        {
+            // SAFETY: kill(2) has no memory-safety preconditions; a process
+            // already gone is ignored.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Whether `pid` is still an `ansible-playbook` process (guards against
 /// killing a recycled pid after a restart).
 pub fn is_ansible(pid: i32) -> bool {
@@ -364,9 +399,11 @@ pub async fn run(
             }
         }
     };
-    // Stragglers (an SSH control master) die with the group; then the rest
-    // of the output is read, bounded in time.
+    // Stragglers die with the group, and the SSH control master (in a
+    // session of its own) with them; then the rest of the output is read,
+    // bounded in time.
     kill_group(pgid);
+    kill_ssh_masters(work.path());
     let drain = tokio::time::sleep(Duration::from_secs(3));
     tokio::pin!(drain);
     while lines_open {

@@ -222,6 +222,8 @@ impl Runner {
                     exec::kill_group(pgid);
                 }
                 if let Some(dir) = &record.work_dir {
+                    // Its SSH connection holds the host lock: closed too.
+                    exec::kill_ssh_masters(dir);
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 record.status.state = RunState::Failed;
@@ -425,6 +427,8 @@ impl Runner {
             collect: None,
         };
         let vars = request.vars.clone();
+        let run_id = id.clone();
+        let lock_wait = timeout.as_secs();
         let hook = |hook: Hook<'_>| {
             let mut inner = self.lock();
             let Some(entry) = inner.runs.get_mut(&id) else {
@@ -444,7 +448,13 @@ impl Runner {
         let outcome = exec::run(
             spec,
             move |_| {
-                json!({ "sm": serde_json::to_value(&vars).unwrap_or(serde_json::Value::Null) })
+                json!({
+                    "sm": serde_json::to_value(&vars).unwrap_or(serde_json::Value::Null),
+                    // The host lock's holder and how long to wait for it
+                    // (playbooks/tasks/host_lock.yml).
+                    "sm_run_id": run_id,
+                    "sm_lock_wait": lock_wait,
+                })
             },
             cancel,
             &hook,

@@ -5,6 +5,7 @@
 
 pub mod apiserver;
 pub mod chart;
+pub mod host_lock;
 pub mod http_tools;
 pub mod images;
 pub mod lab;
