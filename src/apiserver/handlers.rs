@@ -339,8 +339,11 @@ impl Server {
         let verb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.verb(&info, ns, name, sub, &req)
         }));
-        let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())))?;
-        let (code, body, warnings) = answer;
+        let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())));
+        // Answered only once everything the verb saw or wrote is durable
+        // (writes are committed in groups by the store's committer).
+        self.store.durable(self.store.assigned()).await?;
+        let (code, body, warnings) = answer?;
         let table = (req.method == Method::GET)
             .then(|| super::table::wanted(req.accept()))
             .flatten();

@@ -1,21 +1,29 @@
 //! Durable storage and the change history.
 //!
 //! Every object lives in memory (for lists and watches) and in a redb database
-//! (for durability). A write assigns the next global resourceVersion, commits
-//! the object and the new resourceVersion in one redb transaction (fsynced
-//! before the write is acknowledged), then records the change in the in-memory
-//! window that watches replay and broadcasts it to open watches. The
-//! resourceVersion is stored with the objects so it never goes backwards across a
-//! restart; the change window starts empty after a restart, so older
-//! resourceVersions get `410 Expired`.
+//! (for durability). A write, under the store lock, assigns the next global
+//! resourceVersion, updates memory and queues the change; the committer thread
+//! writes every queued change in one redb transaction (group commit: the
+//! writes that arrive while a transaction is being fsynced share the next one),
+//! and only once it is durable records the changes in the window that watches
+//! replay and broadcasts them to open watches. A request is answered only once
+//! everything it saw or wrote is durable ([`Store::durable`]), so no client
+//! ever sees a write that a crash could lose. The resourceVersion is stored with
+//! the objects so it never goes backwards across a restart; the change window
+//! starts empty after a restart, so older resourceVersions get `410 Expired`.
+//!
+//! If a transaction fails, every write queued since the last durable one is
+//! answered 500, memory is reloaded from the database, and the next writes
+//! go on from there.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::StartError;
 use super::http::ApiError;
@@ -66,14 +74,47 @@ pub(super) struct Change {
 
 type Objects = HashMap<ResKey, BTreeMap<(String, String), Obj>>;
 
-/// The storage: memory + redb, behind one lock that serialises writes.
+/// The storage: memory + redb, behind one lock that serialises writes, and
+/// the committer thread that makes them durable in groups.
 pub(super) struct Store {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
+    committer: Option<std::thread::JoinHandle<()>>,
 }
+
+/// What the handlers and the committer share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a write is queued (or the store closes).
+    queued: Arc<Condvar>,
+    /// The latest resourceVersion assigned (readable without the lock).
+    assigned: Arc<AtomicU64>,
+    progress: watch::Sender<Progress>,
+}
+
+/// How far the committer got.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    /// Every write up to this resourceVersion is durable.
+    durable: u64,
+    /// Ranges of resourceVersions whose transaction failed (rare: each is a
+    /// storage error), with the error.
+    failed: Vec<(u64, u64, String)>,
+}
+
+impl Progress {
+    fn failure(&self, rv: u64) -> Option<&str> {
+        self.failed
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&rv))
+            .map(|(_, _, e)| e.as_str())
+    }
+}
+
+/// A queued write: the database key and the new value (`None`: removed).
+type Pending = (String, Option<Obj>);
 
 /// The locked state; handlers hold it across read-modify-write.
 pub(super) struct State {
-    db: redb::Database,
     rv: u64,
     objects: Objects,
     history: VecDeque<Arc<Change>>,
@@ -81,6 +122,16 @@ pub(super) struct State {
     /// Watches from a resourceVersion older than this are expired.
     compacted: u64,
     tx: broadcast::Sender<Arc<Change>>,
+    /// Writes not yet handed to the committer, and their changes (recorded
+    /// and broadcast once durable).
+    pending: Vec<Pending>,
+    pending_changes: Vec<Change>,
+    /// Every write up to here is durable.
+    durable: u64,
+    closing: bool,
+    /// [`Shared::queued`] and [`Shared::assigned`].
+    wake: Arc<Condvar>,
+    assigned: Arc<AtomicU64>,
 }
 
 fn db_key(res: &ResKey, ns: &str, name: &str) -> String {
@@ -88,10 +139,6 @@ fn db_key(res: &ResKey, ns: &str, name: &str) -> String {
         "{}\u{1f}{}\u{1f}{}\u{1f}{}",
         res.group, res.resource, ns, name
     )
-}
-
-fn storage_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(format!("storage: {e}"))
 }
 
 impl Store {
@@ -105,50 +152,200 @@ impl Store {
             txn.open_table(META).map_err(|e| se(&e))?;
             txn.commit().map_err(|e| se(&e))?;
         }
-        let mut objects: Objects = HashMap::new();
-        let rv;
-        {
-            let txn = db.begin_read().map_err(|e| se(&e))?;
-            let meta = txn.open_table(META).map_err(|e| se(&e))?;
-            rv = meta
-                .get(RV_KEY)
-                .map_err(|e| se(&e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let table = txn.open_table(OBJECTS).map_err(|e| se(&e))?;
-            for entry in table.iter().map_err(|e| se(&e))? {
-                let (k, v) = entry.map_err(|e| se(&e))?;
-                let parts: Vec<&str> = k.value().split('\u{1f}').collect();
-                if parts.len() != 4 {
-                    continue;
-                }
-                let value: Value = serde_json::from_slice(v.value()).map_err(|e| se(&e))?;
-                objects
-                    .entry(ResKey::new(parts[0], parts[1]))
-                    .or_default()
-                    .insert(
-                        (parts[2].to_string(), parts[3].to_string()),
-                        Arc::new(value),
-                    );
-            }
-        }
+        let (rv, objects) = load(&db).map_err(|e| se(&e))?;
         let (tx, _) = broadcast::channel(window.clamp(16, 16384));
-        Ok(Self {
+        let queued = Arc::new(Condvar::new());
+        let assigned = Arc::new(AtomicU64::new(rv));
+        let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                db,
                 rv,
                 objects,
                 history: VecDeque::new(),
                 window: window.max(1),
                 compacted: rv,
                 tx,
+                pending: Vec::new(),
+                pending_changes: Vec::new(),
+                durable: rv,
+                closing: false,
+                wake: queued.clone(),
+                assigned: assigned.clone(),
             }),
+            queued,
+            assigned,
+            progress: watch::Sender::new(Progress {
+                durable: rv,
+                failed: Vec::new(),
+            }),
+        });
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("apiserver-commit".into())
+                .spawn(move || commit_loop(&shared, db))
+                .map_err(|e| StartError::Thread(e.to_string()))?
+        };
+        Ok(Self {
+            shared,
+            committer: Some(committer),
         })
     }
 
     /// Locks the state (poisoning is ignored: every write is all-or-nothing).
     pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// The latest resourceVersion assigned: what a request that just released
+    /// the lock may have seen or written.
+    pub fn assigned(&self) -> u64 {
+        self.shared.assigned.load(Ordering::Acquire)
+    }
+
+    /// Waits until every write up to `rv` is durable; an error if the
+    /// transaction holding one of them failed.
+    pub async fn durable(&self, rv: u64) -> Result<(), ApiError> {
+        let mut rx = self.shared.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.durable >= rv || p.failure(rv).is_some())
+            .await
+            .map_err(|_| ApiError::internal("storage: the committer stopped".into()))?;
+        match p.failure(rv) {
+            Some(e) => Err(ApiError::internal(format!("storage: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Commits what is queued, then stops the committer (which closes the
+    /// database, so the same directory can be opened again).
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.queued.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads the stored resourceVersion and every object.
+fn load(db: &redb::Database) -> Result<(u64, Objects), String> {
+    let se = |e: &dyn std::fmt::Display| e.to_string();
+    let mut objects: Objects = HashMap::new();
+    let txn = db.begin_read().map_err(|e| se(&e))?;
+    let meta = txn.open_table(META).map_err(|e| se(&e))?;
+    let rv = meta
+        .get(RV_KEY)
+        .map_err(|e| se(&e))?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let table = txn.open_table(OBJECTS).map_err(|e| se(&e))?;
+    for entry in table.iter().map_err(|e| se(&e))? {
+        let (k, v) = entry.map_err(|e| se(&e))?;
+        let parts: Vec<&str> = k.value().split('\u{1f}').collect();
+        if parts.len() != 4 {
+            continue;
+        }
+        let value: Value = serde_json::from_slice(v.value()).map_err(|e| se(&e))?;
+        objects
+            .entry(ResKey::new(parts[0], parts[1]))
+            .or_default()
+            .insert(
+                (parts[2].to_string(), parts[3].to_string()),
+                Arc::new(value),
+            );
+    }
+    Ok((rv, objects))
+}
+
+/// Writes one group of changes and the resourceVersion in one transaction,
+/// fsynced before it returns.
+fn write_group(db: &redb::Database, group: &[Pending], rv: u64) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut txn = db.begin_write().map_err(|x| e(&x))?;
+    // Explicit: the group is on disk when commit returns.
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|x| e(&x))?;
+    {
+        let mut table = txn.open_table(OBJECTS).map_err(|x| e(&x))?;
+        for (key, value) in group {
+            match value {
+                Some(v) => {
+                    let bytes = serde_json::to_vec(&**v).map_err(|x| e(&x))?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+                None => {
+                    table.remove(key.as_str()).map_err(|x| e(&x))?;
+                }
+            }
+        }
+        let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+        meta.insert(RV_KEY, rv).map_err(|x| e(&x))?;
+    }
+    txn.commit().map_err(|x| e(&x))
+}
+
+/// The committer: takes every queued write, commits them in one transaction,
+/// then publishes them (history, watches, waiting requests); repeats until the
+/// store closes with nothing queued.
+fn commit_loop(shared: &Shared, db: redb::Database) {
+    loop {
+        let (group, changes, rv) = {
+            let mut st = shared.lock();
+            while st.pending.is_empty() && !st.closing {
+                st = shared.queued.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.pending.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.pending_changes),
+                st.rv,
+            )
+        };
+        let result = write_group(&db, &group, rv);
+        drop(group);
+        let mut st = shared.lock();
+        match result {
+            Ok(()) => {
+                for c in changes {
+                    st.record(c);
+                }
+                st.durable = rv;
+                drop(st);
+                shared.progress.send_modify(|p| p.durable = rv);
+            }
+            Err(e) => {
+                // Everything after the last durable write fails (later queued
+                // writes were made on top of the failed ones); memory goes
+                // back to what is on disk. ResourceVersions stay assigned.
+                tracing::error!(error = %e, "storage: a transaction failed");
+                let lo = st.durable + 1;
+                let hi = st.rv;
+                st.pending.clear();
+                st.pending_changes.clear();
+                match load(&db) {
+                    Ok((_, objects)) => st.objects = objects,
+                    Err(e) => tracing::error!(error = %e, "storage: reloading failed"),
+                }
+                st.durable = hi;
+                drop(st);
+                shared.progress.send_modify(|p| {
+                    p.failed.push((lo, hi, e));
+                    p.durable = hi;
+                });
+            }
+        }
     }
 }
 
@@ -156,6 +353,12 @@ impl State {
     /// The current (latest) resourceVersion.
     pub fn rv(&self) -> u64 {
         self.rv
+    }
+
+    /// Every write up to this resourceVersion is durable (and recorded in the
+    /// change window).
+    pub fn durable(&self) -> u64 {
+        self.durable
     }
 
     /// The oldest resourceVersion a watch may start from.
@@ -238,9 +441,8 @@ impl State {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
-        let bytes = serde_json::to_vec(&object).map_err(storage_err)?;
-        self.commit(rv, &db_key(res, ns, name), Some(&bytes))?;
         let obj = Arc::new(object);
+        self.queue(rv, db_key(res, ns, name), Some(obj.clone()));
         let previous = self
             .objects
             .entry(res.clone())
@@ -251,7 +453,7 @@ impl State {
         } else {
             ChangeType::Added
         };
-        self.record(Change {
+        self.pending_changes.push(Change {
             rv,
             res: res.clone(),
             namespace: ns.to_string(),
@@ -269,7 +471,7 @@ impl State {
             return Err(ApiError::internal("remove of a missing object".into()));
         };
         let rv = self.rv + 1;
-        self.commit(rv, &db_key(res, ns, name), None)?;
+        self.queue(rv, db_key(res, ns, name), None);
         if let Some(m) = self.objects.get_mut(res) {
             m.remove(&(ns.to_string(), name.to_string()));
         }
@@ -278,7 +480,7 @@ impl State {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
         let obj = Arc::new(last);
-        self.record(Change {
+        self.pending_changes.push(Change {
             rv,
             res: res.clone(),
             namespace: ns.to_string(),
@@ -289,27 +491,12 @@ impl State {
         Ok(obj)
     }
 
-    fn commit(&mut self, rv: u64, key: &str, value: Option<&[u8]>) -> Result<(), ApiError> {
-        let mut txn = self.db.begin_write().map_err(storage_err)?;
-        // Explicit: the write is on disk when commit returns.
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(storage_err)?;
-        {
-            let mut table = txn.open_table(OBJECTS).map_err(storage_err)?;
-            match value {
-                Some(v) => {
-                    table.insert(key, v).map_err(storage_err)?;
-                }
-                None => {
-                    table.remove(key).map_err(storage_err)?;
-                }
-            }
-            let mut meta = txn.open_table(META).map_err(storage_err)?;
-            meta.insert(RV_KEY, rv).map_err(storage_err)?;
-        }
-        txn.commit().map_err(storage_err)?;
+    /// Queues one write for the committer at resourceVersion `rv`.
+    fn queue(&mut self, rv: u64, key: String, value: Option<Obj>) {
         self.rv = rv;
-        Ok(())
+        self.pending.push((key, value));
+        self.wake.notify_one();
+        self.assigned.store(rv, Ordering::Release);
     }
 
     fn record(&mut self, change: Change) {
@@ -321,5 +508,70 @@ impl State {
             }
         }
         let _ = self.tx.send(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_are_published_once_durable_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let res = ResKey::new("", "configmaps");
+        let rv;
+        {
+            let store = Store::open(dir.path(), 100).unwrap();
+            let mut rx = store.lock().subscribe();
+            // Concurrent writers: each waits for its own write to be durable.
+            let store = Arc::new(store);
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let store = store.clone();
+                let res = res.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        let name = format!("c-{w}-{i}");
+                        let mine = {
+                            let mut st = store.lock();
+                            st.put(&res, "default", &name, cm(&name)).unwrap();
+                            st.rv()
+                        };
+                        store.durable(mine).await.unwrap();
+                        assert!(store.lock().durable() >= mine);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            rv = store.lock().rv();
+            assert_eq!(rv, 100);
+            // Every change was broadcast once, in resourceVersion order.
+            let mut seen = Vec::new();
+            while let Ok(c) = rx.try_recv() {
+                seen.push(c.rv);
+            }
+            assert_eq!(seen, (1..=100).collect::<Vec<_>>());
+            assert_eq!(store.lock().history_after(0).len(), 100);
+            // A removal queued last is committed by the drop.
+            store.lock().remove(&res, "default", "c-0-0").unwrap();
+        }
+        let store = Store::open(dir.path(), 100).unwrap();
+        let st = store.lock();
+        assert_eq!(st.rv(), rv + 1);
+        assert_eq!(st.list(&res, Some("default")).len(), 99);
+        assert!(st.get(&res, "default", "c-0-0").is_none());
+        let stored: u64 = st.get(&res, "default", "c-3-24").unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=rv).contains(&stored));
     }
 }

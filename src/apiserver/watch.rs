@@ -124,17 +124,22 @@ pub(super) fn start(
     let mut first: Vec<Bytes> = Vec::new();
     let rx;
     let start_rv;
+    // The initial list shows the state at `start_rv`, which may not be durable
+    // yet: it is sent once it is, and the live changes up to it are skipped.
+    let mut after = 0;
     {
         let st = server.store.lock();
-        start_rv = st.rv();
+        // History and broadcasts hold only durable changes.
+        start_rv = st.durable();
         if send_initial || rv_param.is_none_or(|r| r == "0") {
+            after = st.rv();
             for obj in st.list(&info.storage, ns) {
                 if filter.matches(&obj) {
                     first.push(line("ADDED", filter.object(to_view(info, &obj))));
                 }
             }
             if send_initial {
-                first.push(bookmark(info, start_rv, true));
+                first.push(bookmark(info, after, true));
             }
         } else {
             let rv: u64 = rv_param.and_then(|r| r.parse().ok()).ok_or_else(|| {
@@ -166,7 +171,8 @@ pub(super) fn start(
         rx,
         timeout,
         bookmarks,
-        progress: start_rv,
+        progress: start_rv.max(after),
+        after,
     };
     Ok(stream_response(first, Some(live)))
 }
@@ -178,11 +184,18 @@ struct Live {
     timeout: Duration,
     bookmarks: bool,
     progress: u64,
+    /// The initial list's resourceVersion (0 without one).
+    after: u64,
 }
 
 fn stream_response(first: Vec<Bytes>, live: Option<Live>) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
+        if let Some(live) = &live
+            && live.server.store.durable(live.after).await.is_err()
+        {
+            return;
+        }
         for l in first {
             if tx.send(l).await.is_err() {
                 return;
@@ -221,6 +234,9 @@ async fn run(mut live: Live, tx: mpsc::Sender<Bytes>) {
             }
             msg = live.rx.recv() => match msg {
                 Ok(c) => {
+                    if c.rv <= live.after {
+                        continue;
+                    }
                     live.progress = c.rv;
                     if let Some(l) = live.filter.event(&c)
                         && tx.send(l).await.is_err()
