@@ -465,3 +465,58 @@ fn impersonation_is_checked_under_rbac_and_audited_with_both_users() {
         "refusals name only the requester"
     );
 }
+
+/// `kubectl get -w`: each watched row is aged when it is sent, so an object
+/// created after the watch began is seconds old, not `<invalid>`.
+#[test]
+fn kubectl_get_watch_rows_have_live_ages() {
+    use std::process::{Command, Stdio};
+    let api = TestApi::start();
+    api.ok(&["create", "configmap", "first"]);
+    let home = api.dir.path().join("home");
+    let out_path = api.dir.path().join("watch.out");
+    let mut child = Command::new("kubectl")
+        .args(["get", "configmaps", "-w"])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("HOME", &home)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdout(std::fs::File::create(&out_path).expect("watch output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    // Wait for the initial list, then let the watch grow older.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&out_path)
+        .unwrap_or_default()
+        .contains("first")
+    {
+        assert!(std::time::Instant::now() < deadline, "no initial rows");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    api.ok(&["create", "configmap", "second"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("second") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("second"))
+        .unwrap_or_else(|| panic!("no row for the new ConfigMap:\n{text}"));
+    let age = row.split_whitespace().last().expect("age cell");
+    assert!(
+        age.ends_with('s')
+            && age
+                .trim_end_matches('s')
+                .parse::<u64>()
+                .is_ok_and(|s| s < 10),
+        "{text}"
+    );
+}
