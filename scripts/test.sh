@@ -22,12 +22,17 @@ for tool in cargo docker kubectl docker-registry ansible-playbook /usr/sbin/sshd
 done
 docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" >&2; exit 1; }
 
-# Helm's own Go code for tests/helm_sdk.rs (PyPI helm-python-sdk).
-if ! python3 -c 'import helm_python' 2>/dev/null; then
-  echo "==> pip install helm-python-sdk"
-  python3 -m pip install -q helm-python-sdk
-fi
-python3 -c 'import helm_python' || { echo "FATAL: helm-python-sdk could not be installed" >&2; exit 1; }
+# Python packages the tests drive, installed the same way for each: Helm's own
+# Go code for tests/helm_sdk.rs (PyPI helm-python-sdk) and the official
+# Kubernetes client for tests/apiserver_python.rs (PyPI kubernetes).
+for spec in helm-python-sdk:helm_python kubernetes:kubernetes; do
+  pkg=${spec%%:*} module=${spec##*:}
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "==> pip install $pkg"
+    python3 -m pip install -q "$pkg"
+  fi
+  python3 -c "import $module" || { echo "FATAL: $pkg could not be installed" >&2; exit 1; }
+done
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -465,3 +465,138 @@ fn impersonation_is_checked_under_rbac_and_audited_with_both_users() {
         "refusals name only the requester"
     );
 }
+
+/// `kubectl get -w`: each watched row is aged when it is sent, so an object
+/// created after the watch began is seconds old, not `<invalid>`.
+#[test]
+fn kubectl_get_watch_rows_have_live_ages() {
+    use std::process::{Command, Stdio};
+    let api = TestApi::start();
+    api.ok(&["create", "configmap", "first"]);
+    let home = api.dir.path().join("home");
+    let out_path = api.dir.path().join("watch.out");
+    let mut child = Command::new("kubectl")
+        .args(["get", "configmaps", "-w"])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("HOME", &home)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdout(std::fs::File::create(&out_path).expect("watch output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    // Wait for the initial list, then let the watch grow older.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&out_path)
+        .unwrap_or_default()
+        .contains("first")
+    {
+        assert!(std::time::Instant::now() < deadline, "no initial rows");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    api.ok(&["create", "configmap", "second"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("second") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("second"))
+        .unwrap_or_else(|| panic!("no row for the new ConfigMap:\n{text}"));
+    let age = row.split_whitespace().last().expect("age cell");
+    assert!(
+        age.ends_with('s')
+            && age
+                .trim_end_matches('s')
+                .parse::<u64>()
+                .is_ok_and(|s| s < 10),
+        "{text}"
+    );
+}
+
+/// ConfigMap and Secret validation, DELETE, cascading deletion and chunked
+/// lists, through kubectl (the Python client checks the same in
+/// tests/apiserver_python.rs).
+#[test]
+fn kubectl_sees_kube_validation_and_cascading_deletion() {
+    let api = TestApi::start();
+    let err = api.fails_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {\"a b\": x}\n"),
+    );
+    assert!(
+        err.contains(r#"The ConfigMap "bad" is invalid: data[a b]: Invalid value: "a b": a valid config key must consist of alphanumeric characters"#),
+        "{err}"
+    );
+    let err = api.fails_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Secret\nmetadata: {name: t}\ntype: kubernetes.io/tls\ndata: {tls.crt: eA==}\n"),
+    );
+    assert!(
+        err.contains(r#"The Secret "t" is invalid: data[tls.key]: Required value"#),
+        "{err}"
+    );
+    api.ok_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\ndata: {a: \"1\"}\n"),
+    );
+    let err = api.fails_in(
+        &["patch", "cm", "frozen", "-p", r#"{"data":{"a":"2"}}"#],
+        None,
+    );
+    assert!(
+        err.contains("The ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set"),
+        "{err}"
+    );
+
+    // Cascading deletion by ownerReferences, each policy.
+    let child_of = |owner: &str, child: &str| {
+        api.ok(&["create", "configmap", owner]);
+        let uid = api.ok(&["get", "cm", owner, "-o", "jsonpath={.metadata.uid}"]);
+        api.ok_in(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {child}\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: {owner}, uid: {uid}}}]\n"
+            )),
+        );
+    };
+    let gone = |name: &str| {
+        let out = api.kubectl(&["get", "cm", name]);
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains(&format!(r#"configmaps "{name}" not found"#))
+    };
+    child_of("o1", "c1");
+    let out = api.ok(&["delete", "cm", "o1"]);
+    assert_eq!(out.trim(), r#"configmap "o1" deleted"#);
+    assert!(gone("o1") && gone("c1"), "background deletion collects c1");
+    child_of("o2", "c2");
+    api.ok(&["delete", "cm", "o2", "--cascade=foreground"]);
+    assert!(gone("o2") && gone("c2"), "foreground deletion");
+    child_of("o3", "c3");
+    api.ok(&["delete", "cm", "o3", "--cascade=orphan"]);
+    assert!(gone("o3") && !gone("c3"), "orphaned c3 stays");
+    assert_eq!(
+        api.ok(&[
+            "get",
+            "cm",
+            "c3",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}"
+        ]),
+        ""
+    );
+
+    // Chunked lists (limit/continue, remainingItemCount) list everything.
+    let all = api.ok(&["get", "cm", "-o", "name"]);
+    let chunked = api.ok(&["get", "cm", "-o", "name", "--chunk-size=1"]);
+    assert_eq!(all, chunked);
+    assert_eq!(all.lines().count(), 2, "{all}");
+}

@@ -35,6 +35,8 @@ pub(super) struct Server {
     rbac: bool,
     audit: Arc<auth::Audit>,
     signer: super::tokens::Signer,
+    /// Some object has ownerReferences: garbage collection looks for dependents.
+    pub(super) gc_active: std::sync::atomic::AtomicBool,
 }
 
 /// A parsed resource path.
@@ -108,6 +110,7 @@ impl Server {
     ) -> Self {
         let server = Self {
             signer: super::tokens::Signer::new(&token),
+            gc_active: std::sync::atomic::AtomicBool::new(false),
             store,
             token,
             bookmark_interval,
@@ -130,6 +133,15 @@ impl Server {
                 }
             }
             server.refresh_crds(&st);
+            let mut seen = Vec::new();
+            for r in server.all_resources() {
+                if !seen.contains(&r.storage) {
+                    for o in st.list(&r.storage, None) {
+                        server.note_owners(&o);
+                    }
+                    seen.push(r.storage);
+                }
+            }
         }
         server
     }
@@ -478,6 +490,10 @@ impl Server {
         let after = after.map(|a| (a.0, a.1));
         let mut items = Vec::new();
         let mut next = None;
+        // kube counts what is left only for lists without selectors.
+        let count_rest = req.param("labelSelector").is_none_or(str::is_empty)
+            && req.param("fieldSelector").is_none_or(str::is_empty);
+        let mut remaining = 0u64;
         for obj in st.list(&info.storage, ns) {
             let key = (
                 meta::meta_str(&obj, "namespace").unwrap_or("").to_string(),
@@ -492,14 +508,23 @@ impl Server {
                 continue;
             }
             if items.len() == limit {
-                next = Some(encode_continue(&key_of_last(&items), rv));
-                break;
+                if next.is_none() {
+                    next = Some(encode_continue(&key_of_last(&items), rv));
+                }
+                if !count_rest {
+                    break;
+                }
+                remaining += 1;
+                continue;
             }
             items.push(to_view(info, &obj));
         }
         let mut metadata = json!({"resourceVersion": rv.to_string()});
         if let Some(c) = next {
             metadata["continue"] = c.into();
+            if count_rest {
+                metadata["remainingItemCount"] = remaining.into();
+            }
         }
         Ok((
             200,
@@ -514,8 +539,10 @@ impl Server {
     fn create(&self, info: &ResourceInfo, ns: Option<&str>, req: &Req) -> Answer {
         let body = decode_body(req)?;
         let opts = write_opts(req, field_validation(req));
+        let dup_warnings = duplicates(info, req, opts.fv)?;
         let mut st = self.store.lock();
-        let (obj, warnings) = self.create_locked(&mut st, info, ns, body, opts, false)?;
+        let (obj, mut warnings) = self.create_locked(&mut st, info, ns, body, opts, false)?;
+        warnings.splice(0..0, dup_warnings);
         Ok((201, to_view(info, &obj), warnings))
     }
 
@@ -632,6 +659,7 @@ impl Server {
         if opts.dry_run {
             return Ok((std::sync::Arc::new(obj), warnings));
         }
+        self.note_owners(&obj);
         let stored = st.put(&info.storage, ns, &name, obj)?;
         if info.special == Special::Crd {
             self.refresh_crds(st);
@@ -649,6 +677,7 @@ impl Server {
     ) -> Answer {
         let body = decode_body(req)?;
         let opts = write_opts(req, field_validation(req));
+        let dup_warnings = duplicates(info, req, opts.fv)?;
         if meta::meta_str(&body, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(
                 "the name of the object does not match the name on the URL",
@@ -672,7 +701,9 @@ impl Server {
             ));
         }
         let new = from_view(info, body);
-        let (obj, warnings) = self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
+        let (obj, mut warnings) =
+            self.update_locked(&mut st, info, ns, name, &old, new, sub, opts)?;
+        warnings.splice(0..0, dup_warnings);
         Ok((200, to_view(info, &obj), warnings))
     }
 
@@ -898,12 +929,14 @@ impl Server {
         if opts.dry_run {
             return Ok((std::sync::Arc::new(new), warnings));
         }
+        self.note_owners(&new);
         if meta::deleting(&new)
             && meta::finalizers(&new).is_empty()
             && !has_spec_finalizers(info, &new)
         {
             let obj = st.remove(&info.storage, ns, name)?;
             self.after_remove(st, info, ns)?;
+            self.collect_garbage(st, &obj)?;
             return Ok((obj, warnings));
         }
         let stored = st.put(&info.storage, ns, name, new)?;
@@ -957,14 +990,21 @@ impl Server {
                 format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
             ));
         }
+        let policy = super::gc::Propagation::from_request(&opts, req.param("propagationPolicy"))?;
         if req.param("dryRun") == Some("All") {
             return Ok((200, to_view(info, &old), vec![]));
+        }
+        if policy != super::gc::Propagation::Background
+            && !matches!(info.special, Special::Namespace | Special::Crd)
+        {
+            let body = self.delete_propagating(&mut st, info, ns, &old, policy)?;
+            return Ok((200, body, vec![]));
         }
         let (code, body) = self.delete_locked(&mut st, info, ns, name, &old)?;
         Ok((code, body, vec![]))
     }
 
-    fn delete_locked(
+    pub(super) fn delete_locked(
         &self,
         st: &mut State,
         info: &ResourceInfo,
@@ -997,13 +1037,21 @@ impl Server {
         }
         let last = st.remove(&info.storage, ns, name)?;
         self.after_remove(st, info, ns)?;
-        if info.special == Special::Custom {
+        self.collect_garbage(st, &last)?;
+        if !returns_deleted_object(info) {
+            // StatusDetails omits an empty group (the core group).
+            let mut details = json!({"name": name, "group": info.group, "kind": info.plural,
+                                     "uid": meta::meta_str(&last, "uid")});
+            if info.group.is_empty()
+                && let Some(d) = details.as_object_mut()
+            {
+                d.remove("group");
+            }
             return Ok((
                 200,
                 json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": name, "group": info.group, "kind": info.plural,
-                                "uid": meta::meta_str(&last, "uid")}
+                    "details": details
                 }),
             ));
         }
@@ -1079,7 +1127,12 @@ impl Server {
     }
 
     /// After an object is gone: finish a terminating namespace or CRD.
-    fn after_remove(&self, st: &mut State, info: &ResourceInfo, ns: &str) -> Result<(), ApiError> {
+    pub(super) fn after_remove(
+        &self,
+        st: &mut State,
+        info: &ResourceInfo,
+        ns: &str,
+    ) -> Result<(), ApiError> {
         if info.special == Special::Crd {
             self.refresh_crds(st);
         }
@@ -1146,6 +1199,43 @@ fn kind_mismatch(info: &ResourceInfo, kind: &str, body: &Value) -> ApiError {
         info.kind,
         info.api_version()
     ))
+}
+
+/// Duplicate fields of a JSON body: a strict decoding error under
+/// `fieldValidation=Strict`, warnings under `Warn`.
+fn duplicates(
+    info: &ResourceInfo,
+    req: &Req,
+    fv: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let ct = req.content_type();
+    if fv == FieldValidation::Ignore || !(ct.is_empty() || ct.contains("json")) {
+        return Ok(vec![]);
+    }
+    let found: Vec<String> = super::strict_json::duplicate_fields(&req.body)
+        .into_iter()
+        .map(|p| format!("duplicate field \"{p}\""))
+        .collect();
+    if fv == FieldValidation::Strict && !found.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            info.kind,
+            info.api_version(),
+            info.kind,
+            found.join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+/// Whether a DELETE that removes the object answers with it (kube's
+/// `ReturnDeletedObject` stores) rather than a `Status` naming it.
+fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.group.is_empty()
+        && matches!(
+            info.plural.as_str(),
+            "serviceaccounts" | "services" | "persistentvolumeclaims" | "namespaces"
+        )
 }
 
 /// Namespaces and CRDs are finished by `finish_owner` (once they own nothing),
@@ -1359,27 +1449,12 @@ fn prepare(info: &ResourceInfo, obj: &mut Value, old: Option<&Obj>) -> Result<()
                     obj["data"][k] = base64::engine::general_purpose::STANDARD.encode(s).into();
                 }
             }
-            if let Some(old) = old
-                && old["immutable"].as_bool() == Some(true)
-                && (old.get("data") != obj.get("data") || old.get("type") != obj.get("type"))
-            {
-                return Err(ApiError::invalid(
-                    "",
-                    "Secret",
-                    meta::meta_str(old, "name").unwrap_or(""),
-                    &[FieldError::new(
-                        "data",
-                        "FieldValueForbidden",
-                        "Forbidden: field is immutable when `immutable` is set",
-                    )],
-                ));
-            }
         }
         Special::Crd => prepare_crd(obj, old)?,
         Special::Event | Special::EventV1 => {}
         Special::None | Special::Custom | Special::Review => {}
     }
-    Ok(())
+    super::core_validation::validate(info, obj, old.map(|o| &**o))
 }
 
 fn prepare_crd(obj: &mut Value, old: Option<&Obj>) -> Result<(), ApiError> {

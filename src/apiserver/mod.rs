@@ -48,8 +48,10 @@
 
 mod auth;
 mod authz_review;
+mod core_validation;
 mod discovery;
 mod events;
+mod gc;
 mod handlers;
 mod http;
 mod impersonate;
@@ -61,6 +63,7 @@ mod resources;
 pub(crate) mod schema;
 mod select;
 mod store;
+mod strict_json;
 mod table;
 mod tls;
 mod tokens;

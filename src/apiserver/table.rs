@@ -757,19 +757,15 @@ impl TableBuilder {
         }
     }
 
-    /// One row for one object.
-    pub fn row(&self, view: &Value) -> Value {
+    /// One row for one object, ages as of `now` (Unix seconds).
+    fn row_at(&self, view: &Value, now: i64) -> Value {
         // events.k8s.io views print like core events.
         let source = if self.core_events {
             events::from_v1(view)
         } else {
             view.clone()
         };
-        let cells: Vec<Value> = self
-            .columns
-            .iter()
-            .map(|c| cell(c, &source, self.now))
-            .collect();
+        let cells: Vec<Value> = self.columns.iter().map(|c| cell(c, &source, now)).collect();
         let mut row = json!({"cells": cells});
         if let Some(o) = row_object(view, self.include, self.version) {
             row["object"] = o;
@@ -779,6 +775,12 @@ impl TableBuilder {
 
     /// The Table of `views`, with list metadata (`resourceVersion`, `continue`).
     pub fn table(&self, views: &[Value], metadata: Value) -> Value {
+        self.table_at(views, metadata, self.now)
+    }
+
+    /// [`Self::table`] with ages as of `now`: a watch outlives the builder,
+    /// so each event's row is aged when it is sent.
+    pub fn table_at(&self, views: &[Value], metadata: Value, now: i64) -> Value {
         let defs: Vec<Value> = self
             .columns
             .iter()
@@ -794,7 +796,7 @@ impl TableBuilder {
             "apiVersion": format!("meta.k8s.io/{}", self.version),
             "metadata": metadata,
             "columnDefinitions": defs,
-            "rows": views.iter().map(|v| self.row(v)).collect::<Vec<_>>(),
+            "rows": views.iter().map(|v| self.row_at(v, now)).collect::<Vec<_>>(),
         })
     }
 }

@@ -65,7 +65,8 @@ impl Filter {
         match &self.table {
             Some(tb) => {
                 let rv = view["metadata"]["resourceVersion"].clone();
-                tb.table(&[view], json!({"resourceVersion": rv}))
+                let now = jiff::Timestamp::now().as_second();
+                tb.table_at(&[view], json!({"resourceVersion": rv}), now)
             }
             None => view,
         }
