@@ -390,7 +390,6 @@ impl RegistryClient {
 
     /// Streams a blob of unknown length (compressed on the way) into an upload
     /// session with one chunked `PATCH`; returns the location to complete it at.
-    #[allow(dead_code)] // TEMP: the one-pass gzip upload uses it next
     pub async fn patch_blob(
         &self,
         repo: &str,
@@ -414,7 +413,6 @@ impl RegistryClient {
     }
 
     /// Completes an upload session whose data was sent by PATCH.
-    #[allow(dead_code)] // TEMP: the one-pass gzip upload uses it next
     pub async fn complete_upload(
         &self,
         repo: &str,
