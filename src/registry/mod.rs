@@ -13,6 +13,7 @@
 //! HTTP calls in `client`.
 
 mod client;
+mod copy;
 pub mod docker_engine;
 mod gzip;
 mod plan;
@@ -32,7 +33,12 @@ use client::{Cause, HttpError, RegistryClient, retrying};
 use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
 use tarball::{Origin, Tarball, TarballError};
 
-/// Where the image tarball comes from.
+pub use copy::{
+    ReferenceSource, SOURCE_REFERENCE_MAX, SOURCE_REFERENCE_PATTERN, SourceReference,
+    parse_source_reference,
+};
+
+/// Where the image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A file readable by this process.
@@ -40,6 +46,8 @@ pub enum Source {
     /// An HTTP(S) URL, streamed (a plain tarball served with range support is
     /// read in parallel; otherwise sequentially, once per pass).
     Url(String),
+    /// An image in another registry, copied blob by blob.
+    Reference(ReferenceSource),
 }
 
 impl std::fmt::Display for Source {
@@ -47,6 +55,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Path(p) => write!(f, "{}", p.display()),
             Source::Url(u) => f.write_str(u),
+            Source::Reference(r) => f.write_str(&r.reference),
         }
     }
 }
@@ -194,13 +203,16 @@ impl PushRequest {
     /// [`crate::validation::confine_image_path`]); the resolved path is what
     /// gets read.
     ///
+    /// A `reference` source is copied from its registry, with
+    /// `source_credentials` (from the Image's `source.credentialsSecretRef`).
+    ///
     /// Fails (permanently) for a `package` Image, which is never pushed, for a
-    /// path outside `image_dir`, and for a `reference` source: copying from
-    /// another registry is not supported.
+    /// path outside `image_dir`, and for an invalid reference.
     pub fn for_image(
         spec: &ImageSpec,
         registry: RegistryConfig,
         image_dir: &std::path::Path,
+        source_credentials: Option<Credentials>,
     ) -> Result<PushRequest, PushError> {
         if spec.category == ImageCategory::Package {
             return Err(PushError::UnsupportedSource(
@@ -214,9 +226,12 @@ impl PushRequest {
             ),
             (None, Some(u), None) => Source::Url(u.clone()),
             (None, None, Some(r)) => {
-                return Err(PushError::UnsupportedSource(format!(
-                    "copying from the image reference {r} is not supported; give a tarball path or URL"
-                )));
+                parse_source_reference(r).map_err(PushError::UnsupportedSource)?;
+                Source::Reference(ReferenceSource {
+                    reference: r.clone(),
+                    insecure: spec.source.insecure,
+                    credentials: source_credentials,
+                })
             }
             _ => {
                 return Err(PushError::UnsupportedSource(
@@ -446,6 +461,9 @@ pub async fn push(
     req: &PushRequest,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<PushReport, PushError> {
+    if let Source::Reference(source) = &req.source {
+        return copy::copy(req, source, Arc::new(progress)).await;
+    }
     let reference = ImageReference::new(
         &req.registry.address,
         &req.image_id,
@@ -610,6 +628,11 @@ async fn open_and_plan(req: &PushRequest) -> Result<(Tarball, PushPlan), PushErr
                 url: u.clone(),
                 handle: tokio::runtime::Handle::current(),
             }
+        }
+        Source::Reference(_) => {
+            return Err(PushError::UnsupportedSource(
+                "an image reference is copied, not read as a tarball".into(),
+            ));
         }
     };
     let select = req.select.clone();
@@ -1130,10 +1153,22 @@ mod tests {
             }),
             registry.clone(),
             std::path::Path::new("/nonexistent"),
+            None,
         )
         .unwrap();
         assert_eq!(req.source, Source::Url("https://x/y.tar".into()));
         assert_eq!(req.image_type, Role::Controller);
+        let copy = PushRequest::for_image(
+            &spec(ImageSource {
+                reference: Some("r.io/x:1".into()),
+                ..Default::default()
+            }),
+            registry.clone(),
+            std::path::Path::new("/nonexistent"),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(copy.source, Source::Reference(_)));
         let err = PushRequest::for_image(
             &spec(ImageSource {
                 reference: Some("r/x:1".into()),
@@ -1141,6 +1176,7 @@ mod tests {
             }),
             registry.clone(),
             std::path::Path::new("/nonexistent"),
+            None,
         )
         .unwrap_err();
         assert!(err.is_permanent() && err.to_string().starts_with("failed to "));
@@ -1150,7 +1186,8 @@ mod tests {
         });
         package.category = ImageCategory::Package;
         assert!(
-            PushRequest::for_image(&package, registry.clone(), std::path::Path::new("/")).is_err()
+            PushRequest::for_image(&package, registry.clone(), std::path::Path::new("/"), None)
+                .is_err()
         );
         let err = PushRequest::for_image(
             &spec(ImageSource {
@@ -1159,6 +1196,7 @@ mod tests {
             }),
             registry,
             std::path::Path::new("/var/lib/server-manager/images"),
+            None,
         )
         .unwrap_err();
         assert!(err.is_permanent(), "{err}");
