@@ -344,7 +344,12 @@ struct InstantEngine;
 
 #[async_trait::async_trait]
 impl ImageEngine for InstantEngine {
-    async fn push(&self, spec: &ImageSpec, _progress: ProgressFn) -> Result<Pushed, EngineError> {
+    async fn push(
+        &self,
+        spec: &ImageSpec,
+        _source_credentials: Option<server_manager::registry::Credentials>,
+        _progress: ProgressFn,
+    ) -> Result<Pushed, EngineError> {
         Ok(Pushed {
             reference: format!(
                 "127.0.0.1:5000/{}-{}:{}",

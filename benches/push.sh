@@ -10,8 +10,20 @@
 # 3. peak RSS of server-manager push, 200 MB image vs 2 GB image;
 # 4. gzip -1 throughput and ratio on real binaries (the compression choice).
 # Everything lives in a temporary directory under /tmp, removed at the end.
+#
+#   benches/push.sh skopeo                 against Debian's skopeo (issue 13.4)
+#
+# The skopeo mode compares `server-manager push` with `skopeo copy
+# docker-archive:IMAGE docker://R/...`, each into a fresh registry, ROUNDS
+# rounds (default 3), medians: a gzip push of a 300 MB image of real binaries
+# (4 layers) vs skopeo's default (gzip), and an uncompressed push of 600 MB in
+# 6 random layers vs `skopeo copy --dest-decompress`; then a gzip re-push
+# (bytes uploaded). BINS (default target/release/server-manager) may list
+# several binaries (e.g. before/after builds), measured in the same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=default
+if [ "${1:-}" = skopeo ]; then MODE=skopeo; shift; fi
 SIZE=${1:-600}
 LAYERS=${2:-6}
 WORK=$(mktemp -d /tmp/pushbench.XXXXXX)
@@ -24,7 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --bin server-manager >/dev/null 2>&1
+if [ -z "${BINS:-}" ]; then
+  cargo build --release --bin server-manager >/dev/null 2>&1
+fi
 BIN=$PWD/target/release/server-manager
 
 now() { date +%s.%N; }
@@ -52,6 +66,58 @@ push_direct() { # $1 tarball, $2 registry, $3 version; prints "wall_s rss_kb"
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
   echo "$wall $rss"
 }
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+if [ "$MODE" = skopeo ]; then
+  ROUNDS=${ROUNDS:-3}
+  read -r -a BIN_LIST <<<"${BINS:-$BIN}"
+  GZ=$WORK/real.tar
+  RAW=$WORK/random.tar
+  python3 benches/push_make_image.py 300 4 "$GZ" real >/dev/null
+  python3 benches/push_make_image.py 600 6 "$RAW" >/dev/null
+  ls -l "$GZ" "$RAW"
+  n=0
+  timed() { # $1: result file; rest: command. Appends wall seconds.
+    local out=$1 t0 t1
+    shift
+    t0=$(now)
+    "$@" >"$WORK/last.out" 2>&1 || { cat "$WORK/last.out"; exit 1; }
+    t1=$(now)
+    secs "$t0" "$t1" >>"$out"
+  }
+  for round in $(seq "$ROUNDS"); do
+    for mode in gzip none; do
+      if [ "$mode" = gzip ]; then T=$GZ; SK=(); else T=$RAW; SK=(--dest-decompress); fi
+      n=$((n + 1)); R=$(start_registry "s$n")
+      timed "$WORK/skopeo-$mode" skopeo copy -q --dest-tls-verify=false "${SK[@]}" \
+        "docker-archive:$T" "docker://$R/pushbench-controller:1"
+      kill "$(cat "$WORK/s$n/pid")"; rm -rf "$WORK/s$n/data"
+      for i in "${!BIN_LIST[@]}"; do
+        n=$((n + 1)); R=$(start_registry "s$n")
+        export XDG_CACHE_HOME=$WORK/cache-$n
+        timed "$WORK/ours$i-$mode" "${BIN_LIST[$i]}" push "$T" --registry "$R" --image-id pushbench \
+          --image-type controller --version 1 --insecure --compression "$mode"
+        if [ "$mode" = gzip ] && [ "$round" = 1 ]; then
+          "${BIN_LIST[$i]}" push "$T" --registry "$R" --image-id pushbench --image-type controller \
+            --version 1 --insecure --compression gzip | sed "s|^|re-push, ${BIN_LIST[$i]}: |"
+          "${BIN_LIST[$i]}" push "$T" --registry "$R" --image-id pushbench --image-type analytics \
+            --version 1 --insecure --compression gzip | sed "s|^|other role, ${BIN_LIST[$i]}: |"
+        fi
+        kill "$(cat "$WORK/s$n/pid")"; rm -rf "$WORK/s$n/data"
+      done
+    done
+  done
+  for mode in gzip none; do
+    S=$(median <"$WORK/skopeo-$mode")
+    echo "--compression $mode: skopeo runs $(paste -sd' ' "$WORK/skopeo-$mode") -> median ${S}s"
+    for i in "${!BIN_LIST[@]}"; do
+      O=$(median <"$WORK/ours$i-$mode")
+      echo "  ${BIN_LIST[$i]}: runs $(paste -sd' ' "$WORK/ours$i-$mode") -> median ${O}s, ours/skopeo $(echo "$O / $S" | bc -l | xargs printf '%.2f')"
+    done
+  done
+  exit 0
+fi
 
 echo "== image: ${SIZE} MB in ${LAYERS} random layers + busybox base"
 TAR=$WORK/image.tar

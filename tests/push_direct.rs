@@ -229,9 +229,11 @@ async fn gzip_compression_pushes_runs_and_repushes_for_free() {
     let save = dir.join("app.tar");
     docker_save(&[&images.app], &save);
     let id = format!("pt-{}", unique());
+    let memo = dir.join("memo").join("gzip-layers.json");
     let gzip = |role| {
         let mut req = request(&registry, Source::Path(save.clone()), &id, role);
         req.compression = Compression::Gzip;
+        req.layer_memo = Some(memo.clone());
         req
     };
 
@@ -278,11 +280,30 @@ async fn gzip_compression_pushes_runs_and_repushes_for_free() {
     assert_eq!(again.digest, first.digest);
     assert_eq!(again.bytes_uploaded, 0);
 
-    // Another role: compressed once to learn the digests, then mounted.
+    // Another role: no tag to learn the compressed digests from, but the memo
+    // of layers pushed has them: mounted, nothing compressed or sent.
+    let remembered: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&memo).expect("the memo is written")).unwrap();
+    assert_eq!(
+        remembered.as_object().map(|m| m.len()),
+        Some(3),
+        "{remembered}"
+    );
     let other = registry::push(&gzip(Role::Analytics), |_| {})
         .await
         .expect("gzip push, other role");
-    assert_eq!(other.digest, first.digest, "compression is deterministic");
+    assert_eq!(other.digest, first.digest);
     assert_eq!(other.bytes_uploaded, 0, "{other:?}");
     assert_eq!(other.blobs_mounted + other.blobs_skipped, 4, "{other:?}");
+
+    // Without a memo, another role compresses and uploads again, in one pass,
+    // to the same blobs: the compression is deterministic.
+    let mut req = gzip(Role::Agent);
+    req.layer_memo = None;
+    let fresh = registry::push(&req, |_| {})
+        .await
+        .expect("gzip push without memo");
+    assert_eq!(fresh.digest, first.digest, "compression is deterministic");
+    assert_eq!(fresh.blobs_uploaded, 3, "{fresh:?}");
+    assert_eq!(fresh.bytes_uploaded, first.bytes_uploaded, "{fresh:?}");
 }

@@ -57,8 +57,14 @@ pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// in unit tests.
 #[async_trait::async_trait]
 pub trait ImageEngine: Send + Sync {
-    /// Pushes the image described by `spec`.
-    async fn push(&self, spec: &ImageSpec, progress: ProgressFn) -> Result<Pushed, EngineError>;
+    /// Pushes the image described by `spec`; `source_credentials` are for a
+    /// `reference` source's registry.
+    async fn push(
+        &self,
+        spec: &ImageSpec,
+        source_credentials: Option<crate::registry::Credentials>,
+        progress: ProgressFn,
+    ) -> Result<Pushed, EngineError>;
     /// Removes the image's tag from the registry (absent is fine).
     async fn remove(&self, spec: &ImageSpec) -> Result<(), EngineError>;
 }
@@ -265,7 +271,10 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
             }
         })
     };
-    let result = ctx.images.push(&image.spec, progress).await;
+    let result = match source_credentials(image, ctx).await {
+        Ok(credentials) => ctx.images.push(&image.spec, credentials, progress).await,
+        Err(e) => Err(e),
+    };
     ticker.abort();
 
     // Rebase on what the ticker may have written.
@@ -390,6 +399,48 @@ async fn apply(image: &Image, ctx: &Context, backoff: &PushBackoff) -> Result<Ac
     }
 }
 
+/// The credentials of a `reference` source's registry, from the Secret
+/// `source.credentialsSecretRef` names (`username`, `password`). A missing
+/// Secret is transient: it may be created after the Image.
+async fn source_credentials(
+    image: &Image,
+    ctx: &Context,
+) -> Result<Option<crate::registry::Credentials>, EngineError> {
+    let Some(secret_ref) = &image.spec.source.credentials_secret_ref else {
+        return Ok(None);
+    };
+    let ns = image.namespace().unwrap_or_default();
+    let name = &secret_ref.name;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let not_found = |message: String| EngineError {
+        reason: "SecretNotFound".into(),
+        message,
+        permanent: false,
+    };
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| not_found(format!("failed to read Secret {ns}/{name}: {e}")))?
+        .ok_or_else(|| {
+            not_found(format!(
+                "failed to read the source registry credentials: Secret {ns}/{name} does not exist"
+            ))
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    match (field("username"), field("password")) {
+        (Some(username), Some(password)) => {
+            Ok(Some(crate::registry::Credentials { username, password }))
+        }
+        _ => Err(not_found(format!(
+            "failed to read the source registry credentials: Secret {ns}/{name} needs the keys username and password"
+        ))),
+    }
+}
+
 async fn cleanup(image: &Image, ctx: &Context) -> Result<Action, Error> {
     let pushed = image.status.as_ref().is_some_and(|s| s.reference.is_some());
     if image.spec.remove_from_registry_on_delete
@@ -424,15 +475,25 @@ pub struct RegistryEngine {
 
 #[async_trait::async_trait]
 impl ImageEngine for RegistryEngine {
-    async fn push(&self, spec: &ImageSpec, progress: ProgressFn) -> Result<Pushed, EngineError> {
+    async fn push(
+        &self,
+        spec: &ImageSpec,
+        source_credentials: Option<crate::registry::Credentials>,
+        progress: ProgressFn,
+    ) -> Result<Pushed, EngineError> {
         use crate::registry::{PushError, PushRequest, push};
         let engine_error = |e: PushError| EngineError {
             reason: e.reason().to_string(),
             message: e.to_string(),
             permanent: e.is_permanent(),
         };
-        let request = PushRequest::for_image(spec, self.registry.clone(), &self.image_dir)
-            .map_err(engine_error)?;
+        let request = PushRequest::for_image(
+            spec,
+            self.registry.clone(),
+            &self.image_dir,
+            source_credentials,
+        )
+        .map_err(engine_error)?;
         let report = push(&request, move |p| progress(p.bytes_done, p.bytes_total))
             .await
             .map_err(engine_error)?;

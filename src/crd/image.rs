@@ -87,10 +87,32 @@ pub struct ImageSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "source_url_schema")]
     pub url: Option<String>,
-    /// An existing image reference to copy (`registry/repo:tag`).
+    /// An existing image to copy from another registry:
+    /// `host[:port]/repository[:tag][@sha256:digest]` (tag `latest` when
+    /// neither is given; an index copies its linux/amd64 image). The host is
+    /// explicit: a name with a dot, `localhost`, `[IPv6]` or a name with a port.
+    /// Blobs are streamed from registry to registry, never stored here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "source_reference_schema")]
     pub reference: Option<String>,
+    /// For `reference`: the source registry speaks plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// For `reference`: Secret of the Image's namespace (type
+    /// `kubernetes.io/basic-auth`: `username`, `password`) with the source
+    /// registry's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<super::LocalObjectReference>,
+}
+
+fn source_reference_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "minLength": 1,
+        "maxLength": crate::registry::SOURCE_REFERENCE_MAX,
+        "pattern": crate::registry::SOURCE_REFERENCE_PATTERN,
+    })
 }
 
 fn source_url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -200,23 +200,40 @@ impl RegistryClient {
         auth.get(scope_key).or_else(|| auth.get("")).cloned()
     }
 
-    /// Sends a replayable request, answering a 401 challenge once.
+    /// Sends a replayable request, answering a 401 challenge once; the whole
+    /// exchange has the client's deadline.
     pub async fn send(
         &self,
         scope_key: &str,
         make: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
+        self.send_with(scope_key, true, make).await
+    }
+
+    /// [`Self::send`], the deadline bounding the whole exchange (`whole`) or
+    /// only the wait for the answer's headers (a streamed download, whose
+    /// reader watches for stalls itself).
+    async fn send_with(
+        &self,
+        scope_key: &str,
+        whole: bool,
+        make: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
         let with_auth = |auth: Option<HeaderValue>| {
-            let req = make(&self.http).timeout(self.deadline);
+            let req = make(&self.http);
+            let req = if whole {
+                req.timeout(self.deadline)
+            } else {
+                req
+            };
             match auth {
                 Some(a) => req.header(header::AUTHORIZATION, a),
                 None => req,
             }
         };
-        let response = with_auth(self.cached_auth(scope_key))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+        let response = self
+            .headers_within(with_auth(self.cached_auth(scope_key)).send())
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -232,10 +249,66 @@ impl RegistryClient {
         if let Ok(mut cache) = self.auth.lock() {
             cache.insert(scope_key.to_string(), auth.clone());
         }
-        with_auth(Some(auth))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))
+        self.headers_within(with_auth(Some(auth)).send()).await
+    }
+
+    /// The answer's headers within the deadline.
+    async fn headers_within(
+        &self,
+        request: impl Future<Output = Result<Response, reqwest::Error>>,
+    ) -> Result<Response, HttpError> {
+        match tokio::time::timeout(self.deadline, request).await {
+            Ok(r) => r.map_err(|e| self.transport(e)),
+            Err(_) => Err(HttpError::new(
+                Cause::Transient,
+                format!(
+                    "the registry did not answer within {}s",
+                    self.deadline.as_secs_f64()
+                ),
+            )),
+        }
+    }
+
+    /// `GET` of a blob, for streaming (its reader watches for stalls).
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Response, HttpError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let r = self.send_with(repo, false, |h| h.get(&url)).await?;
+        if !r.status().is_success() {
+            return Err(HttpError::from_response(&format!("GET blob {digest}"), r).await);
+        }
+        Ok(r)
+    }
+
+    /// A manifest and its media type, `None` when it does not exist.
+    pub async fn get_manifest_typed(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, HttpError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let r = self
+            .send(repo, |h| {
+                h.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match r.status() {
+            s if s.is_success() => {
+                let media_type = r
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let body = r.bytes().await.map_err(|e| self.transport(e))?.to_vec();
+                Ok(Some((body, media_type)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(HttpError::from_response(&format!("GET manifest {reference}"), r).await),
+        }
     }
 
     fn transport(&self, e: reqwest::Error) -> HttpError {
@@ -390,7 +463,6 @@ impl RegistryClient {
 
     /// Streams a blob of unknown length (compressed on the way) into an upload
     /// session with one chunked `PATCH`; returns the location to complete it at.
-    #[allow(dead_code)] // TEMP: the one-pass gzip upload uses it next
     pub async fn patch_blob(
         &self,
         repo: &str,
@@ -414,7 +486,6 @@ impl RegistryClient {
     }
 
     /// Completes an upload session whose data was sent by PATCH.
-    #[allow(dead_code)] // TEMP: the one-pass gzip upload uses it next
     pub async fn complete_upload(
         &self,
         repo: &str,

@@ -155,6 +155,11 @@ async fn load(docker: &Docker, req: &PushRequest) -> Result<Vec<String>, PushErr
                     .map_err(std::io::Error::other)
                     .boxed()
             }
+            Source::Reference(_) => {
+                return Err(PushError::UnsupportedSource(
+                    "copying an image reference goes through the direct push".into(),
+                ));
+            }
         };
     let mut stream = docker.import_image_stream(
         ImportImageOptions {

@@ -13,7 +13,9 @@
 //! HTTP calls in `client`.
 
 mod client;
+mod copy;
 pub mod docker_engine;
+mod gzip;
 mod plan;
 mod tarball;
 
@@ -31,7 +33,12 @@ use client::{Cause, HttpError, RegistryClient, retrying};
 use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
 use tarball::{Origin, Tarball, TarballError};
 
-/// Where the image tarball comes from.
+pub use copy::{
+    ReferenceSource, SOURCE_REFERENCE_MAX, SOURCE_REFERENCE_PATTERN, SourceReference,
+    parse_source_reference,
+};
+
+/// Where the image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A file readable by this process.
@@ -39,6 +46,8 @@ pub enum Source {
     /// An HTTP(S) URL, streamed (a plain tarball served with range support is
     /// read in parallel; otherwise sequentially, once per pass).
     Url(String),
+    /// An image in another registry, copied blob by blob.
+    Reference(ReferenceSource),
 }
 
 impl std::fmt::Display for Source {
@@ -46,6 +55,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Path(p) => write!(f, "{}", p.display()),
             Source::Url(u) => f.write_str(u),
+            Source::Reference(r) => f.write_str(&r.reference),
         }
     }
 }
@@ -125,9 +135,9 @@ pub enum Compression {
     #[default]
     None,
     /// Gzip (fast level), for slow links: about half the bytes for typical
-    /// binaries. Digests are only known after compressing, so a first push
-    /// compresses twice (once to ask the registry, once to upload what it
-    /// lacks); a re-push of an image the tag already holds compresses nothing.
+    /// binaries. Each layer is read and compressed once, uploaded as it is
+    /// compressed; a re-push compresses nothing (the compressed digests come
+    /// from the tag, or from the memo of layers pushed before).
     Gzip,
 }
 
@@ -154,6 +164,10 @@ pub struct PushRequest {
     pub parallelism: usize,
     /// How `docker save` layers are pushed.
     pub compression: Compression,
+    /// The persistent memo of gzip-compressed layers (`diff_id` → compressed
+    /// digest), so a compressed re-push asks the registry without compressing.
+    /// `None`: no memo. Default: under the user's cache directory.
+    pub layer_memo: Option<PathBuf>,
 }
 
 impl PushRequest {
@@ -176,6 +190,7 @@ impl PushRequest {
             mount_from: Vec::new(),
             parallelism: 4,
             compression: Compression::None,
+            layer_memo: gzip::default_memo_path(),
         }
     }
 }
@@ -188,13 +203,16 @@ impl PushRequest {
     /// [`crate::validation::confine_image_path`]); the resolved path is what
     /// gets read.
     ///
+    /// A `reference` source is copied from its registry, with
+    /// `source_credentials` (from the Image's `source.credentialsSecretRef`).
+    ///
     /// Fails (permanently) for a `package` Image, which is never pushed, for a
-    /// path outside `image_dir`, and for a `reference` source: copying from
-    /// another registry is not supported.
+    /// path outside `image_dir`, and for an invalid reference.
     pub fn for_image(
         spec: &ImageSpec,
         registry: RegistryConfig,
         image_dir: &std::path::Path,
+        source_credentials: Option<Credentials>,
     ) -> Result<PushRequest, PushError> {
         if spec.category == ImageCategory::Package {
             return Err(PushError::UnsupportedSource(
@@ -208,9 +226,12 @@ impl PushRequest {
             ),
             (None, Some(u), None) => Source::Url(u.clone()),
             (None, None, Some(r)) => {
-                return Err(PushError::UnsupportedSource(format!(
-                    "copying from the image reference {r} is not supported; give a tarball path or URL"
-                )));
+                parse_source_reference(r).map_err(PushError::UnsupportedSource)?;
+                Source::Reference(ReferenceSource {
+                    reference: r.clone(),
+                    insecure: spec.source.insecure,
+                    credentials: source_credentials,
+                })
             }
             _ => {
                 return Err(PushError::UnsupportedSource(
@@ -440,6 +461,9 @@ pub async fn push(
     req: &PushRequest,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<PushReport, PushError> {
+    if let Source::Reference(source) = &req.source {
+        return copy::copy(req, source, Arc::new(progress)).await;
+    }
     let reference = ImageReference::new(
         &req.registry.address,
         &req.image_id,
@@ -466,20 +490,27 @@ pub async fn push(
     } else {
         1
     };
-    if req.compression == Compression::Gzip {
-        gzip_plan(
-            &client,
-            &reference,
-            &tarball,
-            &mut plan,
-            parallelism,
-            &source_name,
-        )
-        .await?;
+    // Gzip: the layers are compressed on the way (module `gzip`); the plan's
+    // blobs are then only the config.
+    let gzip_image = match req.compression {
+        Compression::Gzip => plan.docker.clone(),
+        Compression::None => None,
+    };
+    let mut blobs = plan.blobs.clone();
+    let mut total: u64 = blobs.iter().map(|b| b.size).sum();
+    if let Some(image) = &gzip_image {
+        blobs.retain(|b| matches!(b.data, BlobData::Bytes(_)));
+        let mut seen = std::collections::HashSet::new();
+        total = blobs.iter().map(|b| b.size).sum::<u64>()
+            + image
+                .layers
+                .iter()
+                .filter(|(d, _)| seen.insert(d.clone()))
+                .map(|(_, e)| e.size)
+                .sum::<u64>();
     }
 
     let repo = reference.repository.clone();
-    let total: u64 = plan.blobs.iter().map(|b| b.size).sum();
     let done = Arc::new(AtomicU64::new(0));
     let progress: ProgressFn = Arc::new(progress);
     progress(Progress {
@@ -489,7 +520,6 @@ pub async fn push(
     let candidates = mount_candidates(&client, req, &repo).await;
 
     // Layers in archive order: a sequential source must be read front to back.
-    let mut blobs = plan.blobs.clone();
     blobs.sort_by_key(|b| match &b.data {
         BlobData::Entry(e) => e.offset,
         BlobData::Bytes(_) => u64::MAX,
@@ -504,6 +534,22 @@ pub async fn push(
         total,
         progress,
     });
+    let mut size = total;
+    let mut layer_outcomes = Vec::new();
+    if let Some(image) = &gzip_image {
+        let from_tag = existing_gzip_layers(&client, &reference, image)
+            .await
+            .unwrap_or_default();
+        let memo_path = req.layer_memo.clone();
+        let mut memo = tokio::task::spawn_blocking(move || gzip::Memo::load(memo_path.as_deref()))
+            .await
+            .unwrap_or_else(|_| gzip::Memo::load(None));
+        let layers = gzip::push_layers(&ctx, image, from_tag, &mut memo, parallelism).await?;
+        plan.manifest = plan::docker_manifest(image, &layers.descriptors);
+        plan.manifest_digest = plan::sha256_digest(&plan.manifest);
+        size = layers.size + blobs.iter().map(|b| b.size).sum::<u64>();
+        layer_outcomes = layers.outcomes;
+    }
     let outcomes: Vec<Result<BlobOutcome, PushError>> = futures::stream::iter(blobs)
         .map(|blob| {
             let ctx = ctx.clone();
@@ -515,13 +561,13 @@ pub async fn push(
     let mut report = PushReport {
         reference: reference.clone(),
         digest: String::new(),
-        size: total,
+        size,
         bytes_uploaded: 0,
         blobs_uploaded: 0,
         blobs_mounted: 0,
         blobs_skipped: 0,
     };
-    for outcome in outcomes {
+    for outcome in layer_outcomes.into_iter().map(Ok).chain(outcomes) {
         match outcome? {
             BlobOutcome::Skipped => report.blobs_skipped += 1,
             BlobOutcome::Mounted => report.blobs_mounted += 1,
@@ -582,6 +628,11 @@ async fn open_and_plan(req: &PushRequest) -> Result<(Tarball, PushPlan), PushErr
                 url: u.clone(),
                 handle: tokio::runtime::Handle::current(),
             }
+        }
+        Source::Reference(_) => {
+            return Err(PushError::UnsupportedSource(
+                "an image reference is copied, not read as a tarball".into(),
+            ));
         }
     };
     let select = req.select.clone();
@@ -680,38 +731,47 @@ enum BlobOutcome {
 
 /// Makes sure one blob is in the repository: already there, mounted, or uploaded.
 async fn ensure_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<BlobOutcome, PushError> {
+    if let Some(outcome) = existing(ctx, &blob.digest, blob.size).await? {
+        return Ok(outcome);
+    }
+    upload_blob(ctx, blob).await.map(BlobOutcome::Uploaded)
+}
+
+/// A blob the repository has, or can mount from another: `Skipped`/`Mounted`,
+/// with `progress_bytes` counted done; `None` when it must be uploaded.
+async fn existing(
+    ctx: &BlobContext,
+    digest: &str,
+    progress_bytes: u64,
+) -> Result<Option<BlobOutcome>, PushError> {
     let check_err = |e: HttpError| {
         PushError::from_http(e, |message| PushError::CheckBlob {
-            digest: blob.digest.clone(),
+            digest: digest.to_string(),
             message,
         })
     };
     let client = &ctx.client;
-    if retrying(&client.retry, || {
-        client.blob_exists(&ctx.repo, &blob.digest)
-    })
-    .await
-    .map_err(check_err)?
+    if retrying(&client.retry, || client.blob_exists(&ctx.repo, digest))
+        .await
+        .map_err(check_err)?
     {
-        ctx.advance(blob.size);
-        return Ok(BlobOutcome::Skipped);
+        ctx.advance(progress_bytes);
+        return Ok(Some(BlobOutcome::Skipped));
     }
     for from in &ctx.candidates {
         // A HEAD first: a mount from a repository without the blob would start
         // (and leave) an upload session.
-        let has = retrying(&client.retry, || client.blob_exists(from, &blob.digest)).await;
+        let has = retrying(&client.retry, || client.blob_exists(from, digest)).await;
         if matches!(has, Ok(true))
-            && retrying(&client.retry, || {
-                client.mount(&ctx.repo, &blob.digest, from)
-            })
-            .await
-            .map_err(check_err)?
+            && retrying(&client.retry, || client.mount(&ctx.repo, digest, from))
+                .await
+                .map_err(check_err)?
         {
-            ctx.advance(blob.size);
-            return Ok(BlobOutcome::Mounted);
+            ctx.advance(progress_bytes);
+            return Ok(Some(BlobOutcome::Mounted));
         }
     }
-    upload_blob(ctx, blob).await.map(BlobOutcome::Uploaded)
+    Ok(None)
 }
 
 /// Why one upload attempt failed.
@@ -987,118 +1047,6 @@ fn produce(
     Produced::Verified
 }
 
-/// Digest and size of a `docker save` layer once gzip-compressed (blocking),
-/// checking its uncompressed content against its `diff_id` on the way.
-fn gzip_digest(
-    tarball: &Tarball,
-    entry: tarball::EntryData,
-    diff_id: &str,
-    source_name: &str,
-) -> Result<(String, u64), PushError> {
-    let read_err = |message: String| PushError::ReadTarball {
-        source_name: source_name.to_string(),
-        message,
-    };
-    let mut reader = tarball
-        .open_at(entry)
-        .map_err(|e| read_err(e.to_string()))?;
-    let pumped = match pump(&mut reader, true, |_| true) {
-        Ok(p) => p,
-        Err(PumpStop::Read(e)) => return Err(read_err(e)),
-        Err(PumpStop::Abandoned) => return Err(read_err("compression stopped".into())),
-    };
-    if pumped.input_digest != diff_id || pumped.input_len != entry.size {
-        return Err(PushError::VerifyBlob {
-            digest: diff_id.to_string(),
-            actual: format!("{} ({} bytes)", pumped.input_digest, pumped.input_len),
-        });
-    }
-    Ok((pumped.output_digest, pumped.output_len))
-}
-
-/// Digest and size of a compressed layer.
-type Compressed = (String, u64);
-
-/// Switches a `docker save` plan to gzip-compressed layers: works out each
-/// layer's compressed digest (from the tag already in the registry when it holds
-/// this very image, otherwise by compressing once without uploading), then
-/// rewrites the blobs and the manifest.
-async fn gzip_plan(
-    client: &RegistryClient,
-    reference: &ImageReference,
-    tarball: &Arc<Tarball>,
-    plan: &mut PushPlan,
-    parallelism: usize,
-    source_name: &str,
-) -> Result<(), PushError> {
-    let Some(image) = plan.docker.clone() else {
-        return Ok(());
-    };
-    let mut known = existing_gzip_layers(client, reference, &image)
-        .await
-        .unwrap_or_default();
-    let mut todo: Vec<(String, tarball::EntryData)> = Vec::new();
-    for (diff_id, entry) in &image.layers {
-        if !known.contains_key(diff_id) && !todo.iter().any(|(d, _)| d == diff_id) {
-            todo.push((diff_id.clone(), *entry));
-        }
-    }
-    todo.sort_by_key(|(_, e)| e.offset);
-    let results: Vec<Result<(String, Compressed), PushError>> = futures::stream::iter(todo)
-        .map(|(diff_id, entry)| {
-            let tarball = tarball.clone();
-            let name = source_name.to_string();
-            let name_for_error = name.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    gzip_digest(&tarball, entry, &diff_id, &name).map(|c| (diff_id, c))
-                })
-                .await
-                .map_err(|e| PushError::ReadTarball {
-                    source_name: name_for_error.clone(),
-                    message: format!("compression task failed: {e}"),
-                })?
-            }
-        })
-        .buffer_unordered(parallelism)
-        .collect()
-        .await;
-    for r in results {
-        let (diff_id, c) = r?;
-        known.insert(diff_id, c);
-    }
-    let mut descriptors = Vec::new();
-    let mut blobs: Vec<PlannedBlob> = Vec::new();
-    for (diff_id, entry) in &image.layers {
-        let Some((digest, size)) = known.get(diff_id).cloned() else {
-            continue;
-        };
-        descriptors.push(plan::LayerDescriptor {
-            media_type: plan::OCI_LAYER_GZIP,
-            digest: digest.clone(),
-            size,
-        });
-        if !blobs.iter().any(|b| b.digest == digest) {
-            blobs.push(PlannedBlob {
-                digest,
-                size,
-                data: BlobData::Entry(*entry),
-                gzip_of: Some(diff_id.clone()),
-            });
-        }
-    }
-    blobs.extend(
-        plan.blobs
-            .iter()
-            .filter(|b| matches!(b.data, BlobData::Bytes(_)))
-            .cloned(),
-    );
-    plan.blobs = blobs;
-    plan.manifest = plan::docker_manifest(&image, &descriptors);
-    plan.manifest_digest = plan::sha256_digest(&plan.manifest);
-    Ok(())
-}
-
 /// When the tag already holds this image (same config) with gzip layers, their
 /// digests, by `diff_id`: a compressed re-push needs no compression at all.
 async fn existing_gzip_layers(
@@ -1205,10 +1153,22 @@ mod tests {
             }),
             registry.clone(),
             std::path::Path::new("/nonexistent"),
+            None,
         )
         .unwrap();
         assert_eq!(req.source, Source::Url("https://x/y.tar".into()));
         assert_eq!(req.image_type, Role::Controller);
+        let copy = PushRequest::for_image(
+            &spec(ImageSource {
+                reference: Some("r.io/x:1".into()),
+                ..Default::default()
+            }),
+            registry.clone(),
+            std::path::Path::new("/nonexistent"),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(copy.source, Source::Reference(_)));
         let err = PushRequest::for_image(
             &spec(ImageSource {
                 reference: Some("r/x:1".into()),
@@ -1216,6 +1176,7 @@ mod tests {
             }),
             registry.clone(),
             std::path::Path::new("/nonexistent"),
+            None,
         )
         .unwrap_err();
         assert!(err.is_permanent() && err.to_string().starts_with("failed to "));
@@ -1225,7 +1186,8 @@ mod tests {
         });
         package.category = ImageCategory::Package;
         assert!(
-            PushRequest::for_image(&package, registry.clone(), std::path::Path::new("/")).is_err()
+            PushRequest::for_image(&package, registry.clone(), std::path::Path::new("/"), None)
+                .is_err()
         );
         let err = PushRequest::for_image(
             &spec(ImageSource {
@@ -1234,6 +1196,7 @@ mod tests {
             }),
             registry,
             std::path::Path::new("/var/lib/server-manager/images"),
+            None,
         )
         .unwrap_err();
         assert!(err.is_permanent(), "{err}");
