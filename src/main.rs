@@ -109,12 +109,18 @@ struct StandaloneArgs {
     /// Address the playbook runner listens on.
     #[arg(long, default_value = "127.0.0.1:9003")]
     runner_listen: std::net::SocketAddr,
-    /// Use this playbook runner instead of starting one in-process.
-    #[arg(long, requires = "runner_token_file")]
-    runner_url: Option<String>,
-    /// File holding the bearer token of the runner given with --runner-url.
+    /// Use this playbook runner instead of starting one in-process; repeat
+    /// it (or separate URLs with commas) for several runners sharing the
+    /// hosts (each host served by one of them while it is up).
+    #[arg(long, requires = "runner_token_file", value_delimiter = ',')]
+    runner_url: Vec<String>,
+    /// File holding the bearer token of the runners given with --runner-url.
     #[arg(long, requires = "runner_url")]
     runner_token_file: Option<PathBuf>,
+    /// With several runners: seconds a runner that stopped answering is
+    /// waited for before its runs are started again on another.
+    #[arg(long, default_value_t = 30)]
+    runner_gone_after: u64,
     /// Use this registry (`host:port`) instead of starting one.
     #[arg(long)]
     registry: Option<String>,
@@ -171,9 +177,24 @@ struct StandaloneArgs {
 /// Flags of `server-manager operator`.
 #[derive(clap::Args)]
 struct OperatorArgs {
-    /// URL of the playbook runner.
-    #[arg(long, env = "SM_RUNNER_URL", default_value = "http://127.0.0.1:9003")]
-    runner_url: String,
+    /// URL of the playbook runner; several (repeated, or separated by
+    /// commas) share the hosts.
+    #[arg(
+        long,
+        env = "SM_RUNNER_URL",
+        default_value = "http://127.0.0.1:9003",
+        value_delimiter = ','
+    )]
+    runner_url: Vec<String>,
+    /// Find the runners from the EndpointSlices of this Service (in the
+    /// --lease-namespace namespace) instead of --runner-url: its ready
+    /// endpoints share the hosts.
+    #[arg(long, env = "SM_RUNNER_SERVICE")]
+    runner_service: Option<String>,
+    /// With several runners: seconds a runner that stopped answering is
+    /// waited for before its runs are started again on another.
+    #[arg(long, default_value_t = 30)]
+    runner_gone_after: u64,
     /// File holding the runner's bearer token.
     #[arg(long, env = "SM_RUNNER_TOKEN_FILE")]
     runner_token_file: PathBuf,
@@ -558,11 +579,13 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut opts = server_manager::standalone::StandaloneOptions::new(args.data_dir);
     opts.listen = args.listen;
     opts.runner_listen = args.runner_listen;
-    if let (Some(url), Some(file)) = (args.runner_url, args.runner_token_file) {
+    if let (Some(url), Some(file)) = (args.runner_url.first(), args.runner_token_file) {
         let token = std::fs::read_to_string(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-        opts.runner = Some((url, token.trim().to_string()));
+        opts.runner = Some((url.clone(), token.trim().to_string()));
+        opts.more_runners = args.runner_url[1..].to_vec();
     }
+    opts.runner_gone_after = std::time::Duration::from_secs(args.runner_gone_after);
     opts.registry = args.registry;
     opts.registry_insecure = !args.registry_tls;
     opts.registry_listen = args.registry_listen;
@@ -629,12 +652,36 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             },
             image_dir: args.image_dir,
         };
-        let runner = server_manager::runner::RunnerClient::new(&args.runner_url, token.trim())?;
+        let gone_after = std::time::Duration::from_secs(args.runner_gone_after);
+        let runner: std::sync::Arc<dyn controller::server::provisioner::Provisioner> =
+            match (&args.runner_service, args.runner_url.as_slice()) {
+                (Some(service), _) => {
+                    let pool = server_manager::runner::RunnerPool::new(token.trim())
+                        .with_gone_after(gone_after);
+                    server_manager::runner::pool::follow_endpoint_slices(
+                        pool.clone(),
+                        client.clone(),
+                        &args.lease_namespace,
+                        service,
+                    );
+                    pool
+                }
+                (None, [one]) => std::sync::Arc::new(server_manager::runner::RunnerClient::new(
+                    one,
+                    token.trim(),
+                )?),
+                (None, urls) => {
+                    let pool = server_manager::runner::RunnerPool::from_urls(urls, token.trim())?
+                        .with_gone_after(gone_after);
+                    pool.spawn_probe(std::time::Duration::from_secs(2));
+                    pool
+                }
+            };
         controller::operator::run(
             client,
             config,
             std::sync::Arc::new(engine),
-            std::sync::Arc::new(runner),
+            runner,
             shutdown_signal(),
         )
         .await

@@ -25,6 +25,11 @@ pub struct StandaloneOptions {
     pub runner_listen: SocketAddr,
     /// An existing playbook runner (URL, token) to use instead of starting one.
     pub runner: Option<(String, String)>,
+    /// More runners (URLs, same token) sharing the hosts with `runner`.
+    pub more_runners: Vec<String>,
+    /// With several runners: how long one that stopped answering is waited
+    /// for before its runs are started again on another.
+    pub runner_gone_after: std::time::Duration,
     /// The playbooks directory.
     pub playbooks: PathBuf,
     /// The only directory Image tarballs are read from (`DATA_DIR/images` by
@@ -67,6 +72,8 @@ impl StandaloneOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             runner_listen: SocketAddr::from(([127, 0, 0, 1], 9003)),
             runner: None,
+            more_runners: Vec::new(),
+            runner_gone_after: std::time::Duration::from_secs(30),
             playbooks: default_playbooks(),
             registry: None,
             registry_insecure: true,
@@ -229,7 +236,22 @@ async fn serve(
         },
         image_dir: opts.image_dir.clone(),
     };
-    let runner_client = crate::runner::client::RunnerClient::new(&runner_url, &token)?;
+    let runner_client: std::sync::Arc<dyn crate::controller::server::provisioner::Provisioner> =
+        if opts.more_runners.is_empty() {
+            std::sync::Arc::new(crate::runner::client::RunnerClient::new(
+                &runner_url,
+                &token,
+            )?)
+        } else {
+            // Several runners: each host goes to one of the ready ones.
+            let urls: Vec<String> = std::iter::once(runner_url.clone())
+                .chain(opts.more_runners.iter().cloned())
+                .collect();
+            let pool = crate::runner::RunnerPool::from_urls(&urls, &token)?
+                .with_gone_after(opts.runner_gone_after);
+            pool.spawn_probe(std::time::Duration::from_secs(2));
+            pool
+        };
     let settings = crate::controller::Settings {
         registry: crate::controller::RegistrySettings {
             address: registry_address.clone(),
@@ -252,7 +274,7 @@ async fn serve(
             client.clone(),
             operator_config,
             std::sync::Arc::new(engine),
-            std::sync::Arc::new(runner_client),
+            runner_client,
             async move {
                 let _ = stop_rx.await;
             },
@@ -264,7 +286,11 @@ async fn serve(
         handle.url
     );
     println!(
-        "  playbook runner: {runner_url} (token in {})",
+        "  playbook runner: {runner_url}{} (token in {})",
+        opts.more_runners
+            .iter()
+            .map(|u| format!(", {u}"))
+            .collect::<String>(),
         opts.data_dir.join("runner-token").display()
     );
     println!("  registry: {registry_address}");

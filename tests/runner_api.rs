@@ -137,3 +137,67 @@ async fn unknown_runs_are_not_found() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     }
 }
+
+/// An idempotency key finds its run whatever its state: while it waits, once
+/// it has finished, and after the runner restarted. So an operator that
+/// restarts after a run ended but before it recorded the result reads that
+/// result instead of running again. (`ansible-playbook` is a program that
+/// does not exist here: the run fails at once, without any host.)
+#[tokio::test]
+async fn an_idempotency_key_finds_a_finished_run_also_after_a_restart() {
+    use server_manager::runner::api::{RunRequest, RunState};
+    let data = tempfile::tempdir().expect("tmp");
+    let config = || {
+        let mut c = RunnerConfig::new(
+            data.path().to_path_buf(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks").into(),
+        );
+        c.ansible_playbook = data.path().join("no-such-ansible-playbook");
+        c
+    };
+    let runner = Runner::open(config()).expect("open");
+    let mut request: RunRequest = serde_json::from_str(VALID).expect("request");
+    request.idempotency_key = Some("server-uid/provision/abc/0".into());
+    let first = runner.submit(request.clone()).expect("accepted");
+    assert!(!first.existing);
+    let mut finished = None;
+    for _ in 0..200 {
+        let s = runner.status(&first.id).expect("status");
+        if s.state.is_terminal() {
+            finished = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let finished = finished.expect("the run did not finish");
+    assert_eq!(finished.state, RunState::Failed, "{finished:?}");
+
+    let again = runner.submit(request.clone()).expect("accepted");
+    assert_eq!(
+        (again.id.as_str(), again.existing),
+        (first.id.as_str(), true)
+    );
+    drop(runner);
+
+    let restarted = Runner::open(config()).expect("reopen");
+    let after = restarted.submit(request.clone()).expect("accepted");
+    assert_eq!(
+        (after.id.as_str(), after.existing),
+        (first.id.as_str(), true)
+    );
+    assert_eq!(restarted.status(&first.id), Some(finished));
+
+    // A new attempt (a new key) runs again.
+    request.idempotency_key = Some("server-uid/provision/abc/2026-12-06T08:00:00Z".into());
+    let next = restarted.submit(request).expect("accepted");
+    assert!(!next.existing);
+    assert_ne!(next.id, first.id);
+    let runs = std::fs::read_dir(data.path().join("runs"))
+        .expect("runs dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+        .count();
+    assert_eq!(runs, 2, "one record per attempt");
+}

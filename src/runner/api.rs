@@ -207,8 +207,9 @@ pub struct RunRequest {
     /// The playbook variables.
     #[serde(default)]
     pub vars: ProvisionVars,
-    /// While a run with this key is queued or running, the same key returns
-    /// that run's id instead of starting another one.
+    /// A run with this key, queued, running or finished (also before a
+    /// runner restart), is returned instead of starting another one: a new
+    /// attempt needs a new key.
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// Per-run timeout; the runner's default when absent.
@@ -221,7 +222,8 @@ pub struct RunRequest {
 pub struct RunAccepted {
     /// The run id.
     pub id: String,
-    /// True when the idempotency key matched a run already queued or running.
+    /// True when the idempotency key matched a run already known (queued,
+    /// running or finished).
     #[serde(default)]
     pub existing: bool,
 }

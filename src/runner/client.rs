@@ -98,7 +98,7 @@ impl RunnerClient {
     }
 
     /// Starts a run (`POST /run_playbook`); with an idempotency key, returns
-    /// the run already queued or running for it.
+    /// the run already known under it (queued, running or finished).
     pub async fn run(&self, request: &RunRequest) -> Result<RunAccepted, ClientError> {
         Self::json(
             self.http

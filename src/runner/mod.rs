@@ -8,6 +8,7 @@
 //! - [`service`]: [`Runner`], scheduling and run records, independent of HTTP.
 //! - `exec`: one `ansible-playbook` child (work directory, secrets, cancel).
 //! - `events`: Ansible's event stream (progress, failures, recap).
+//! - [`pool`]: [`RunnerPool`], several runners sharing the hosts.
 //! - `store`: run records on disk; `metrics`: Prometheus metrics.
 
 pub mod api;
@@ -16,6 +17,7 @@ mod events;
 mod exec;
 pub mod http;
 mod metrics;
+pub mod pool;
 pub mod service;
 mod store;
 
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 pub use client::{ClientError, RunnerClient};
 pub use http::{AppError, AppState, app};
+pub use pool::RunnerPool;
 pub use service::{Runner, RunnerConfig};
 
 /// Why the runner refused or failed an operation.

@@ -247,6 +247,17 @@ impl Runner {
                 };
                 log.line(record.status.message.as_deref().unwrap_or("lost"));
             }
+            if let Some(key) = &record.idempotency_key {
+                // The newest run of a key answers it.
+                let newer = inner
+                    .keys
+                    .get(key)
+                    .and_then(|id| inner.runs.get(id))
+                    .is_none_or(|e| e.record.status.created <= record.status.created);
+                if newer {
+                    inner.keys.insert(key.clone(), record.status.id.clone());
+                }
+            }
             inner.runs.insert(
                 record.status.id.clone(),
                 Entry {
@@ -287,8 +298,11 @@ impl Runner {
         }
     }
 
-    /// Accepts a run (or returns the queued/running run with the same
-    /// idempotency key).
+    /// Accepts a run, or returns the run with the same idempotency key,
+    /// whatever its state: queued, running or finished (also before a
+    /// restart of the runner), so an operator that restarts after a run
+    /// ended but before it recorded the result reads that result instead of
+    /// running again.
     pub fn submit(self: &Arc<Self>, request: RunRequest) -> Result<RunAccepted, RunnerError> {
         request.validate()?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -478,11 +492,6 @@ impl Runner {
             let target = (request.target.host.clone(), request.target.port);
             inner.busy.remove(&target);
             inner.running = inner.running.saturating_sub(1);
-            if let Some(key) = &request.idempotency_key
-                && inner.keys.get(key) == Some(&id)
-            {
-                inner.keys.remove(key);
-            }
             if let Some(entry) = inner.runs.get_mut(&id) {
                 let s = &mut entry.record.status;
                 apply_progress(s, &outcome.progress);
@@ -543,13 +552,7 @@ impl Runner {
                 s.message = Some("cancelled by request before it started".to_string());
                 entry.request = None;
                 let record = entry.record.clone();
-                let key = record.idempotency_key.clone();
                 inner.queue.retain(|q| q != id);
-                if let Some(key) = key
-                    && inner.keys.get(&key).map(String::as_str) == Some(id)
-                {
-                    inner.keys.remove(&key);
-                }
                 self.persist(&record);
                 self.run_log(id).line("cancelled before it started");
                 self.metrics

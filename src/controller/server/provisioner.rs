@@ -1,7 +1,8 @@
 //! The seam between the Server controller and the playbook runners: start a
 //! run, read its status. One real implementation per deployment shape (one
-//! runner: [`RunnerClient`]); fakes in unit tests and in the operator
-//! benchmark only.
+//! runner: [`RunnerClient`]; several: [`RunnerPool`], which sends the runs of
+//! a host to one runner by rendezvous hashing); fakes in unit tests and in
+//! the operator benchmark only.
 //!
 //! Failures are typed, because the controller treats them differently: a
 //! request the runner refuses as invalid cannot succeed until the Server
@@ -11,6 +12,7 @@
 
 use crate::runner::api::{RunRequest, RunStatus as RunnerStatus};
 use crate::runner::client::{ClientError, RunnerClient};
+use crate::runner::pool::{RunnerPool, host_key};
 
 /// A run started on a runner: its id there, and which runner it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,79 @@ impl Provisioner for RunnerClient {
             Ok(s) => Ok(Some(s)),
             Err(ClientError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(ProvisionError::from_client(e)),
+        }
+    }
+}
+
+/// Whether the error says the runner could not be reached at all (as
+/// opposed to an answer, even an error one).
+fn unreachable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Http(h) if h.is_connect() || h.is_timeout() || h.is_request())
+}
+
+#[async_trait::async_trait]
+impl Provisioner for RunnerPool {
+    async fn start(&self, request: &RunRequest) -> Result<RunHandle, ProvisionError> {
+        let key = host_key(&request.target.host, request.target.port);
+        let Some((name, client)) = self.pick(&key) else {
+            return Err(ProvisionError::Unavailable(
+                "no playbook runner is ready".into(),
+            ));
+        };
+        match client.run(request).await {
+            Ok(a) => Ok(RunHandle {
+                id: a.id,
+                runner: name,
+            }),
+            Err(e) => {
+                if unreachable(&e) {
+                    // Its hosts go to the next runner until it answers again.
+                    self.reached(&name, false);
+                }
+                Err(match ProvisionError::from_client(e) {
+                    ProvisionError::Unavailable(m) => {
+                        ProvisionError::Unavailable(format!("runner {name}: {m}"))
+                    }
+                    rejected => rejected,
+                })
+            }
+        }
+    }
+
+    async fn status(&self, run: &RunHandle) -> Result<Option<RunnerStatus>, ProvisionError> {
+        let (client, gone) = match self.member(&run.runner) {
+            Some(known) => known,
+            None if !self.synced() => {
+                return Err(ProvisionError::Unavailable(
+                    "the playbook runners are not known yet".into(),
+                ));
+            }
+            // A runner outside the pool: asked once by its URL when it is
+            // one; it is not expected back, so silence means unknown.
+            None => match self.client_for(&run.runner) {
+                Ok(client) if run.runner.starts_with("http") => {
+                    return match RunnerClient::status(&client, &run.id).await {
+                        Ok(s) => Ok(Some(s)),
+                        Err(ClientError::Api { status: 404, .. }) => Ok(None),
+                        Err(e) if unreachable(&e) => Ok(None),
+                        Err(e) => Err(ProvisionError::from_client(e)),
+                    };
+                }
+                _ => return Ok(None),
+            },
+        };
+        match RunnerClient::status(&client, &run.id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            // Gone for longer than the grace: its runs are redone elsewhere
+            // (the host lock keeps them from overlapping a run it left).
+            Err(e) if unreachable(&e) && gone => Ok(None),
+            Err(e) => {
+                if unreachable(&e) {
+                    self.reached(&run.runner, false);
+                }
+                Err(ProvisionError::from_client(e))
+            }
         }
     }
 }
