@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry ansible python3-docker openssh-server busybox-static openssl lua5.1 lua-cjson)
+packages=(docker-registry ansible python3-docker python3-venv openssh-server busybox-static openssl lua5.1 lua-cjson)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,13 +25,22 @@ docker info >/dev/null 2>&1 || { echo "FATAL: the Docker engine is not running" 
 # Python packages the tests drive, installed the same way for each: Helm's own
 # Go code for tests/helm_sdk.rs (PyPI helm-python-sdk) and the official
 # Kubernetes client for tests/apiserver_python.rs (PyPI kubernetes).
+# They go into a virtual environment (target/venv; stock Debian refuses a
+# global pip install, PEP 668), first on PATH for the tests.
+venv="$PWD/target/venv"
+if [ ! -x "$venv/bin/python3" ]; then
+  echo "==> python3 -m venv $venv"
+  python3 -m venv --system-site-packages "$venv" \
+    || { echo "FATAL: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+fi
+export PATH="$venv/bin:$PATH"
 for spec in helm-python-sdk:helm_python kubernetes:kubernetes; do
   pkg=${spec%%:*} module=${spec##*:}
-  if ! python3 -c "import $module" 2>/dev/null; then
-    echo "==> pip install $pkg"
-    python3 -m pip install -q "$pkg"
+  if ! "$venv/bin/python3" -c "import $module" 2>/dev/null; then
+    echo "==> pip install $pkg (into $venv)"
+    "$venv/bin/python3" -m pip install -q "$pkg"
   fi
-  python3 -c "import $module" || { echo "FATAL: $pkg could not be installed" >&2; exit 1; }
+  "$venv/bin/python3" -c "import $module" || { echo "FATAL: $pkg could not be installed" >&2; exit 1; }
 done
 
 echo "==> cargo fmt --check"

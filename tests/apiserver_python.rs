@@ -13,7 +13,7 @@ use support::apiserver::TestApi;
 #[test]
 fn python_client_sees_kube_validation_deletion_and_garbage_collection() {
     support::require("python3", "python3");
-    let probe = Command::new("python3")
+    let probe = Command::new(support::python())
         .args(["-c", "import kubernetes"])
         .output()
         .expect("run python3");
@@ -26,7 +26,7 @@ fn python_client_sees_kube_validation_deletion_and_garbage_collection() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/python/apiserver_client.py"
     );
-    let out = Command::new("python3")
+    let out = Command::new(support::python())
         .arg(script)
         .arg(&api.kubeconfig)
         .env_remove("HTTPS_PROXY")

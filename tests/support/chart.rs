@@ -21,7 +21,7 @@ fn fixtures() -> PathBuf {
 
 /// Panics with the way to get it when helm-python-sdk is missing.
 pub fn require_sdk() {
-    let ok = Command::new("python3")
+    let ok = Command::new(super::python())
         .args(["-c", "import helm_python"])
         .output()
         .map(|o| o.status.success())
@@ -34,7 +34,7 @@ pub fn require_sdk() {
 
 fn python(script: &str, args: &[&str], home: &Path) -> std::process::Output {
     std::fs::create_dir_all(home).expect("helm home");
-    Command::new("python3")
+    Command::new(super::python())
         .arg(fixtures().join(script))
         .args(args)
         .env("HOME", home)

@@ -28,6 +28,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Panics with a clear message when `program` is not installed.
+/// The Python the tests drive PyPI packages with: the test command's virtual
+/// environment (`target/venv`, see scripts/test.sh) when it exists, so a single
+/// test run with `cargo test --test NAME` finds them too; else `python3`.
+#[allow(dead_code)]
+pub fn python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 pub fn require(program: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
