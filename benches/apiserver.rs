@@ -4,6 +4,7 @@
 //! the server's RSS with 10,000 objects stored.
 //!
 //! `cargo bench --bench apiserver` (figures in `benches/RESULTS.md`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

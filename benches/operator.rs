@@ -19,6 +19,7 @@
 //!   RSS from `/proc/<pid>/status`.
 //!
 //! Figures in `benches/RESULTS.md` (`## Operator`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

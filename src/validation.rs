@@ -108,6 +108,10 @@ pub fn host_directory_error(path: &str) -> Option<String> {
     None
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a pattern built from constants; its unit tests compile it"
+)]
 fn path_regex() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| regex::Regex::new(&absolute_path_pattern()).expect("valid path pattern"))

@@ -1,6 +1,7 @@
 //! Durability of the real `server-manager standalone` binary: `kill -9` during a
 //! stream of creates loses no create that was answered 201, resourceVersions
 //! keep increasing after the restart, and SIGTERM stops it cleanly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! `kubectl auth can-i|whoami`, `kubectl create role|rolebinding|clusterrole|
 //! clusterrolebinding|configmap|secret|token` (protobuf bodies), bound tokens,
 //! and impersonation (`--as`), allowed and refused, with RBAC on.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

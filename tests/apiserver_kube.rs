@@ -2,6 +2,7 @@
 //! a Controller with the finalizer helper, status patches (merge and apply) and
 //! a Recorder; reflector; watch ordering, resume and `410 Expired` recovery of
 //! the real watcher; optimistic concurrency; authentication.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

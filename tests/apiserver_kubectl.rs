@@ -1,6 +1,7 @@
 //! The embedded API server driven by the real kubectl (default flags): CRDs,
 //! custom resources, apply (client- and server-side), label, patch, status,
 //! wait, finalizers, validation, protobuf-created Secrets, events, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! validation, DELETE answers, propagation policies, ownerReference garbage
 //! collection, remainingItemCount and duplicate fields, as kube-apiserver
 //! answers them. The checks are in tests/fixtures/python/apiserver_client.py.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! unless `--force-conflicts`, and non-apply writes (`kubectl patch`) own the
 //! fields they change (`Update` entries), so a later apply conflicts with them
 //! as on kube-apiserver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

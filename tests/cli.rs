@@ -2,6 +2,7 @@
 //! kubectl plugin `kubectl sm`; and `standalone --lab` refusing, before it
 //! makes anything, a machine without its prerequisites (each named with its
 //! package) or a data directory it must not remove.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -18,6 +18,7 @@
 //! section is the problem). The Cluster-only check
 //! (`validate_cluster_parameters`) agrees with the renderer on the Cluster's
 //! values.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! behaves as contrailctl's, as exactly the values the manifests hold: lists,
 //! maps, booleans, non-ASCII text, template-looking and shell-looking strings,
 //! multi-line values.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

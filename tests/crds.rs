@@ -1,6 +1,7 @@
 //! The committed `crds/` equal `server-manager crds`, and the CRDs carry what
 //! users rely on: printer columns, non-colliding short names, a category, a
 //! description on every field, the status subresource.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 

@@ -3,6 +3,7 @@
 //! and message that say which, back off, and recover by themselves once the
 //! cause is fixed; and `kill -9` of the operator or of the playbook runner in
 //! the middle of a run converges without duplicate work.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

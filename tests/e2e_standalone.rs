@@ -9,6 +9,7 @@
 //! API server's audit of the operator's requests is held against the chart's
 //! Roles: a refused request (a missing permission) or a grant nothing used
 //! fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! `examples/` is a realistic lab and stays valid: it parses into the resource
 //! types with no field lost, every managed Server renders, and `render --out`
 //! writes exactly the files the engine computes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -10,6 +10,7 @@
 //! them, and so do the managed Servers that need them and their Cluster
 //! (Degraded); the External Server and the package Image are Ready
 //! (Healthy); an unobserved generation is Progressing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Smoke test of the shared harness: a real registry starts and answers the
 //! distribution API, and a busybox image can be imported, pushed and pulled.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -4,6 +4,7 @@
 //! Deployment, a Service, a ServiceAccount, a Role, a RoleBinding and a
 //! ConfigMap), with the release Secrets Helm keeps and the deletion of
 //! everything the release owns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! a real `sshd` "host", and `kubectl` to create the Secret, the Cluster and
 //! the Servers. The Server is suspended, so nothing is provisioned; its
 //! `layout.logDir` is a temporary directory holding two files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

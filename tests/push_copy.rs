@@ -3,6 +3,7 @@
 //! manifest digest, pulls and runs; a re-copy uploads nothing; a source behind
 //! the bearer token flow is read with credentials, and wrong ones are refused
 //! for good.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The Docker-engine path (bollard: load, tag, push) against the real engine and
 //! the real Debian `docker-registry`; an error the engine reports inside its
 //! `200 OK` push stream must come back as an error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -5,6 +5,7 @@
 //! Transient faults are retried and the push succeeds; persistent ones are
 //! reported within the deadline, permanent ones (credentials, digests) at
 //! once, and no tag is created (checked on the registry itself).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -12,6 +12,7 @@
 //! not return in time) with an error that starts with "failed to " and names
 //! its category. The registry is a closed loopback port, so a tarball good
 //! enough to plan fails at the registry, never later.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! TLS with a CA bundle and basic credentials, against the real
 //! `docker-registry` configured with TLS and htpasswd.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

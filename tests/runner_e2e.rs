@@ -4,6 +4,7 @@
 //!
 //! Every name (containers, images, directories, ports) carries a random
 //! suffix: other tests use the same Docker engine at the same time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -8,6 +8,7 @@
 //! that they work the way the image runs them (HOME=/tmp, no other
 //! environment). It also holds the Dockerfile and the chart to each other:
 //! users, paths and subcommands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

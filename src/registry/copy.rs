@@ -46,6 +46,10 @@ pub struct SourceReference {
 
 /// Parses and validates a source reference (the one function behind the CRD
 /// pattern; also checks the port range).
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern; its unit tests compile it"
+)]
 pub fn parse_source_reference(s: &str) -> Result<SourceReference, String> {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| regex::Regex::new(SOURCE_REFERENCE_PATTERN).expect("valid pattern"));
