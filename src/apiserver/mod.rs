@@ -40,6 +40,7 @@
 //! - `http`: request parsing, content negotiation and `Status` errors.
 
 mod auth;
+mod body;
 mod discovery;
 mod events;
 mod handlers;
