@@ -87,7 +87,13 @@ pub(super) fn service_account_user(st: &State, token: &str) -> Option<User> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(token);
     let secrets = st.list(&ResKey::new("", "secrets"), None);
     let secret = secrets.iter().find(|s| {
-        s["type"].as_str() == Some(SA_TOKEN_TYPE) && s["data"]["token"].as_str() == Some(&encoded)
+        s["type"].as_str() == Some(SA_TOKEN_TYPE)
+            && s["data"]["token"].as_str().is_some_and(|t| {
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    t.as_bytes(),
+                    encoded.as_bytes(),
+                ))
+            })
     })?;
     let ns = secret["metadata"]["namespace"].as_str()?;
     let sa = secret["metadata"]["annotations"][SA_NAME_ANNOTATION].as_str()?;

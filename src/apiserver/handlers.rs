@@ -37,7 +37,12 @@ pub(super) struct Server {
     signer: super::tokens::Signer,
     /// Some object has ownerReferences: garbage collection looks for dependents.
     pub(super) gc_active: std::sync::atomic::AtomicBool,
+    /// Bounds the verbs running on the blocking pool.
+    verbs: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many verbs run at once (each on a thread of the blocking pool).
+const VERB_THREADS: usize = 16;
 
 /// A parsed resource path.
 #[derive(Debug)]
@@ -118,6 +123,7 @@ impl Server {
             crds: RwLock::new(Vec::new()),
             rbac,
             audit,
+            verbs: Arc::new(tokio::sync::Semaphore::new(VERB_THREADS)),
         };
         {
             let mut st = server.store.lock();
@@ -201,7 +207,10 @@ impl Server {
     /// Who a bearer token belongs to (`None`: not authenticated).
     fn authenticate(&self, token: Option<&str>) -> Option<auth::User> {
         let token = token?;
-        if token == self.token {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            token.as_bytes(),
+            self.token.as_bytes(),
+        )) {
             return Some(auth::User::admin());
         }
         if !self.rbac {
@@ -346,12 +355,33 @@ impl Server {
         if req.method == Method::GET && name.is_none() && is_watch {
             return super::watch::start(self.clone(), &info, ns, &req);
         }
-        // A safety net: a bug in a verb answers 500 instead of dropping the
-        // connection (writes are all-or-nothing, so the store stays consistent).
-        let verb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.verb(&info, ns, name, sub, &req)
-        }));
-        let answer = verb.unwrap_or_else(|_| Err(ApiError::internal("internal error".into())));
+        // Decoding, patching, validation and the store run on the blocking
+        // pool, at most VERB_THREADS at once, never on the async workers: a
+        // slow body cannot stall other requests. A panic in a verb answers 500
+        // instead of dropping the connection (writes are all-or-nothing, so
+        // the store stays consistent).
+        let permit = self
+            .verbs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("the server is stopping".into()))?;
+        let (server, vinfo) = (self.clone(), info.clone());
+        let owned = |s: Option<&str>| s.map(String::from);
+        let (vns, vname, vsub) = (owned(ns), owned(name), owned(sub));
+        let (answer, req) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let a = server.verb(
+                &vinfo,
+                vns.as_deref(),
+                vname.as_deref(),
+                vsub.as_deref(),
+                &req,
+            );
+            (a, req)
+        })
+        .await
+        .map_err(|_| ApiError::internal("internal error".into()))?;
         // Answered only once everything the verb saw or wrote is durable
         // (writes are committed in groups by the store's committer).
         self.store.durable(self.store.assigned()).await?;
@@ -374,12 +404,7 @@ impl Server {
             }
             None => json_resp(code, &body),
         };
-        for w in warnings {
-            let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
-            if let Ok(h) = v.parse() {
-                resp.headers_mut().append("Warning", h);
-            }
-        }
+        add_warnings(&mut resp, &warnings);
         Ok(resp)
     }
 
@@ -730,8 +755,7 @@ impl Server {
             ));
         }
         let body: Value = match ptype {
-            PatchType::Apply => serde_yaml::from_slice(&req.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+            PatchType::Apply => super::body::yaml(&req.body, "YAML")?,
             _ => serde_json::from_slice(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         };
@@ -1322,6 +1346,40 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
     })
 }
 
+/// At most this many `Warning` headers per response, then one saying how many
+/// more there were.
+const MAX_WARNINGS: usize = 50;
+/// Longer warnings are cut (with `...`), as kube-apiserver does.
+const MAX_WARNING_LEN: usize = 256;
+
+/// Adds `warnings` as `Warning: 299 - "…"` headers (bounded in number and length).
+fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
+    let mut add = |w: &str| {
+        let mut w = w.replace(['\r', '\n'], " ");
+        if w.len() > MAX_WARNING_LEN {
+            let mut cut = MAX_WARNING_LEN;
+            while !w.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            w.truncate(cut);
+            w.push_str("...");
+        }
+        let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = v.parse() {
+            resp.headers_mut().append("Warning", h);
+        }
+    };
+    for w in warnings.iter().take(MAX_WARNINGS) {
+        add(w);
+    }
+    if warnings.len() > MAX_WARNINGS {
+        add(&format!(
+            "{} more warnings were dropped",
+            warnings.len() - MAX_WARNINGS
+        ));
+    }
+}
+
 /// Decodes a create/update body: JSON, YAML, or protobuf.
 fn decode_body(req: &Req) -> Result<Value, ApiError> {
     let ct = req.content_type();
@@ -1329,8 +1387,7 @@ fn decode_body(req: &Req) -> Result<Value, ApiError> {
         return proto::decode(&req.body);
     }
     if ct.contains("yaml") {
-        return serde_yaml::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+        return super::body::yaml(&req.body, "YAML");
     }
     serde_json::from_slice(&req.body).map_err(|e| {
         ApiError::bad_request(format!(

@@ -17,9 +17,6 @@ use tokio::sync::watch;
 
 use super::handlers::Server;
 
-/// Largest request body accepted (kube-apiserver's limit is 3 MiB per object).
-const MAX_BODY: usize = 16 * 1024 * 1024;
-
 /// An error answered as a `Status` object.
 #[derive(Debug, Clone)]
 pub(super) struct ApiError {
@@ -202,13 +199,17 @@ impl Req {
             a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2") && !a.contains("v=v2beta1")
         })
     }
-    /// The bearer token, if any.
+    /// The bearer token, if any (the scheme is case-insensitive, RFC 7235).
     pub fn token(&self) -> Option<&str> {
-        self.headers
+        let v = self
+            .headers
             .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.to_str().ok())?;
+        let (scheme, token) = v.trim_start().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -276,13 +277,17 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+    // The limit depends on the content type (`body`): never read more.
+    let limit = super::body::limit(
+        parts
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return Ok(
-                ApiError::new(413, "RequestEntityTooLarge", "request body too large").response(),
-            );
-        }
+        Err(_) => return Ok(super::body::too_large(limit).response()),
     };
     let req = Req {
         method: parts.method,

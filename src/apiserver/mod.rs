@@ -49,6 +49,7 @@
 mod auth;
 mod authz_review;
 mod core_validation;
+mod body;
 mod discovery;
 mod events;
 mod gc;
