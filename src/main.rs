@@ -148,8 +148,9 @@ struct StandaloneArgs {
     #[arg(long, default_value_t = 300)]
     max_backoff: u64,
     /// Enforce RBAC in the API server: ServiceAccount tokens (from Secrets of
-    /// type kubernetes.io/service-account-token) get what their Roles and
-    /// ClusterRoles grant; the admin token still gets everything.
+    /// type kubernetes.io/service-account-token, or `kubectl create token`)
+    /// get what their Roles and ClusterRoles grant; the admin token still gets
+    /// everything.
     #[arg(long)]
     rbac: bool,
     /// Append one JSON line per API request (user, verb, resource,

@@ -186,6 +186,16 @@ fn kubectl_create_role_binding_and_token_then_auth_can_i() {
     assert!(out.contains("system:serviceaccount:default:robot"), "{out}");
     assert!(out.contains("system:serviceaccounts:default"), "{out}");
 
+    // A review asks exactly one question.
+    let err = api.fails_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: authorization.k8s.io/v1\nkind: SelfSubjectAccessReview\nspec: {}\n"),
+    );
+    assert!(
+        err.contains(r#"spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or resourceAttributes must be specified"#),
+        "{err}"
+    );
+
     // The admin may do anything.
     assert_eq!(api.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
     let out = api.ok(&[

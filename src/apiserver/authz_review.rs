@@ -50,6 +50,20 @@ pub(super) fn review(
             let spec = &body["spec"];
             let ra = &spec["resourceAttributes"];
             let nra = &spec["nonResourceAttributes"];
+            if ra.is_object() && nra.is_object() {
+                return Err(ApiError::invalid(
+                    "authorization.k8s.io",
+                    "SelfSubjectAccessReview",
+                    "",
+                    &[FieldError::new(
+                        "spec.nonResourceAttributes",
+                        "FieldValueInvalid",
+                        format!(
+                            "Invalid value: {nra}: cannot be specified in combination with resourceAttributes"
+                        ),
+                    )],
+                ));
+            }
             let allowed = if ra.is_object() {
                 let a = RequestAttributes {
                     verb: str_of(ra, "verb").into(),
@@ -76,8 +90,8 @@ pub(super) fn review(
                     "",
                     &[FieldError::new(
                         "spec.resourceAttributes",
-                        "FieldValueRequired",
-                        "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                        "FieldValueInvalid",
+                        "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
                     )],
                 ));
             };
