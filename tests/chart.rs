@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -37,7 +37,8 @@ fn toggles() -> Vec<(&'static str, Value)> {
         ),
         (
             "runner persistence",
-            json!({"runner": {"persistence": {"enabled": true, "storageClass": "fast", "size": "2Gi"}}}),
+            json!({"runner": {"replicas": 3,
+                              "persistence": {"enabled": true, "storageClass": "fast", "size": "2Gi"}}}),
         ),
         (
             "existing runner token",
@@ -109,6 +110,7 @@ fn assert_roundtrips(v: &Value) -> String {
         ("v1", "Service") => roundtrip::<Service>(v),
         ("v1", "PersistentVolumeClaim") => roundtrip::<PersistentVolumeClaim>(v),
         ("apps/v1", "Deployment") => roundtrip::<Deployment>(v),
+        ("apps/v1", "StatefulSet") => roundtrip::<StatefulSet>(v),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => roundtrip::<ClusterRole>(v),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             roundtrip::<ClusterRoleBinding>(v)
@@ -147,11 +149,16 @@ fn assert_roundtrips(v: &Value) -> String {
     kind
 }
 
-/// Pod Security "restricted", probes and resources on every Deployment.
+/// Pod Security "restricted", probes and resources on every Deployment and
+/// StatefulSet.
 fn assert_restricted(v: &Value) {
-    let d: Deployment = serde_json::from_value(v.clone()).unwrap();
-    let name = d.metadata.name.clone().unwrap_or_default();
-    let pod = d.spec.unwrap().template.spec.unwrap();
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let template: k8s_openapi::api::core::v1::PodTemplateSpec =
+        serde_json::from_value(v["spec"]["template"].clone()).unwrap();
+    let pod = template.spec.unwrap();
     let psc = pod.security_context.expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true), "{name}");
     assert!(psc.run_as_user.is_some_and(|u| u > 0), "{name}");
@@ -269,7 +276,7 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
         let objects = render(&values, home.path());
         for o in &objects {
             assert_roundtrips(o);
-            if o["kind"] == "Deployment" {
+            if o["kind"] == "Deployment" || o["kind"] == "StatefulSet" {
                 assert_restricted(o);
             }
         }
@@ -284,7 +291,23 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
                 .copied()
         };
         let operator = deploy("-operator").expect("operator Deployment");
-        assert!(deploy("-runner").is_some(), "{what}: runner Deployment");
+        assert!(
+            deploy("-runner").is_none(),
+            "{what}: the runner is a StatefulSet"
+        );
+        let runner = kinds["StatefulSet"]
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str().unwrap().ends_with("-runner"))
+            .copied()
+            .expect("runner StatefulSet");
+        // The operator finds the runners from the runner Service's endpoints.
+        let runner_name = runner["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            arg_of(operator, "--runner-service"),
+            Some(runner_name),
+            "{what}"
+        );
+        assert_eq!(runner["spec"]["serviceName"], runner_name);
         let services: Vec<&str> = kinds["Service"]
             .iter()
             .map(|s| s["metadata"]["name"].as_str().unwrap())
@@ -303,14 +326,11 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
                 assert_eq!(count("Secret"), 1, "the runner token");
                 assert_eq!(count("ServiceMonitor"), 0);
                 assert_eq!(count("ClusterRole"), 1);
-                assert_eq!(count("Role"), 2, "leases + secrets");
+                assert_eq!(count("Role"), 3, "leases + secrets + runner endpoints");
+                assert_eq!(runner["spec"]["replicas"], 1);
                 assert_eq!(
                     arg_of(operator, "--registry"),
                     Some("sm-server-manager-registry.sm.svc:5000")
-                );
-                assert_eq!(
-                    arg_of(operator, "--runner-url"),
-                    Some("http://sm-server-manager-runner.sm.svc:9003")
                 );
                 // Only the operator's pods reach the runner's port.
                 let np = &kinds["NetworkPolicy"][0];
@@ -326,7 +346,7 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
                 );
                 assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 9003);
                 // The runner and the registry have no API credentials.
-                for d in [deploy("-runner").unwrap(), deploy("-registry").unwrap()] {
+                for d in [runner, deploy("-registry").unwrap()] {
                     assert_eq!(
                         d["spec"]["template"]["spec"]["automountServiceAccountToken"],
                         false
@@ -358,13 +378,13 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
                 assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30500);
             }
             "runner persistence" => {
-                assert_eq!(count("PersistentVolumeClaim"), 2);
-                let pvc = kinds["PersistentVolumeClaim"]
-                    .iter()
-                    .find(|p| p["metadata"]["name"].as_str().unwrap().ends_with("-runner"))
-                    .unwrap();
+                // One volume per replica, from the StatefulSet's template.
+                assert_eq!(count("PersistentVolumeClaim"), 1, "registry PVC only");
+                let pvc = &runner["spec"]["volumeClaimTemplates"][0];
+                assert_eq!(pvc["metadata"]["name"], "data");
                 assert_eq!(pvc["spec"]["storageClassName"], "fast");
                 assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "2Gi");
+                assert_eq!(runner["spec"]["replicas"], 3);
             }
             "existing runner token" => {
                 assert_eq!(count("Secret"), 0);
@@ -398,7 +418,8 @@ fn chart_lints_renders_and_round_trips_for_every_toggle() {
                     assert_eq!(r["rules"][0]["resourceNames"], json!(["lab-ssh"]));
                     assert_eq!(r["rules"][0]["verbs"], json!(["get"]));
                 }
-                assert_eq!(count("RoleBinding"), 3);
+                // Leases, runner endpoints, and Secrets of the two namespaces.
+                assert_eq!(count("RoleBinding"), 4);
             }
             "no RBAC, existing ServiceAccount" => {
                 for k in [

@@ -271,6 +271,18 @@ fn chart_operator(
         .as_str()
         .expect("serviceAccountName")
         .to_string();
+    // The runner, as the runner Service's EndpointSlice names it.
+    let (address, port) = runner_listen.rsplit_once(':').expect("host:port");
+    let slice = support::chart::runner_endpoint_slice(
+        &format!("{RELEASE}-server-manager-runner"),
+        "default",
+        &format!("{RELEASE}-server-manager-runner-0"),
+        address,
+        port.parse().expect("port"),
+    );
+    let slice_file = work.join("runner-endpointslice.json");
+    std::fs::write(&slice_file, slice.to_string()).unwrap();
+    standalone.kubectl(&["apply", "-f", slice_file.to_str().unwrap()]);
     let token = service_account_token(|a| standalone.kubectl(a), "default", &sa);
     let kubeconfig = work.join("operator-kubeconfig");
     token_kubeconfig(&standalone.kubeconfig, &token, &kubeconfig);

@@ -79,7 +79,7 @@ impl RunnerProcess {
         panic!("the playbook runner did not start: {log}");
     }
 
-    /// The runner as the chart's Deployment runs it: its container args
+    /// The runner as the chart's StatefulSet runs it: its container args
     /// (paths mapped to `dirs`), user 10001 with no capabilities and no new
     /// privileges, and only PATH and the chart's env (HOME=/tmp, mapped to
     /// `dirs.home`, the chart's writable emptyDir).
@@ -90,10 +90,10 @@ impl RunnerProcess {
         let deployment = objects
             .iter()
             .find(|o| {
-                o["kind"] == "Deployment"
+                o["kind"] == "StatefulSet"
                     && o["metadata"]["name"].as_str().unwrap().ends_with("-runner")
             })
-            .expect("runner Deployment");
+            .expect("runner StatefulSet");
         let pod = &deployment["spec"]["template"]["spec"];
         let uid = pod["securityContext"]["runAsUser"].as_i64().unwrap();
         let container = &pod["containers"][0];

@@ -176,7 +176,7 @@ fn dockerfile_and_chart_agree() {
         objects
             .iter()
             .find(|o| {
-                o["kind"] == "Deployment"
+                (o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
                     && o["metadata"]["name"].as_str().unwrap().ends_with(suffix)
             })
             .unwrap()

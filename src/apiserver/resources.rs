@@ -98,7 +98,7 @@ fn builtin(
         categories: Vec::new(),
         status,
         generation: matches!(special, Special::Crd)
-            || matches!(plural, "deployments" | "networkpolicies"),
+            || matches!(plural, "deployments" | "statefulsets" | "networkpolicies"),
         schema: None,
         printer_columns: Value::Null,
         special,
@@ -170,6 +170,28 @@ pub(super) fn builtins() -> Vec<ResourceInfo> {
             true,
             &["deploy"],
             true,
+            S::None,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "statefulsets",
+            "StatefulSet",
+            true,
+            &["sts"],
+            true,
+            S::None,
+        ),
+        // The runner Service's endpoints, which the operator watches for the
+        // ready runners (nothing here fills them: the tests write them).
+        builtin(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+            false,
             S::None,
         ),
         builtin(

@@ -169,6 +169,38 @@ pub struct Substitutes {
     pub pod_name: String,
 }
 
+/// The EndpointSlice Kubernetes' EndpointSlice controller keeps for the
+/// runner Service `service` when its Pod `pod` is ready at `address:port`:
+/// what the operator started with `--runner-service` watches. The embedded
+/// API server runs no Pods, so the tests write it.
+pub fn runner_endpoint_slice(
+    service: &str,
+    namespace: &str,
+    pod: &str,
+    address: &str,
+    port: u16,
+) -> Value {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"),
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [{
+            "addresses": [address],
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+            "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod},
+        }],
+    })
+}
+
 /// `server-manager operator` started with the container args and env of the
 /// chart's operator Deployment, as it is stored in the API server.
 pub struct ChartOperator {
@@ -205,6 +237,12 @@ impl ChartOperator {
                 "--runner-url" => {
                     assert!(value.starts_with("http://"), "{a}");
                     format!("--runner-url={}", subs.runner_url)
+                }
+                // The runner Service: its EndpointSlices (written by the
+                // test, see `runner_endpoint_slice`) name the runners.
+                "--runner-service" => {
+                    assert!(value.ends_with("-runner"), "{a}");
+                    a.to_string()
                 }
                 "--runner-token-file" => {
                     // The chart mounts the token Secret at this directory.
