@@ -5,9 +5,9 @@
 //! case-insensitive, and mutated bodies of every content type and patch type
 //! get a `Status` (2xx or 4xx), never a 5xx or a hang.
 
-mod support;
-
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::time::{Duration, Instant};
 
