@@ -84,7 +84,7 @@ if [ "$MODE" = skopeo ]; then
     t0=$(now)
     "$@" >"$WORK/last.out" 2>&1 || { cat "$WORK/last.out"; exit 1; }
     t1=$(now)
-    secs "$t0" "$t1" >>"$out"
+    echo "$(secs "$t0" "$t1")" >>"$out"
   }
   for round in $(seq "$ROUNDS"); do
     for mode in gzip none; do
