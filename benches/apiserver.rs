@@ -4,6 +4,8 @@
 //! the server's RSS with 10,000 objects stored.
 //!
 //! `cargo bench --bench apiserver` (figures in `benches/RESULTS.md`).
+//! `APISERVER_BENCH_BIN=PATH` runs another `server-manager` binary (an older
+//! build, for a before/after comparison driven by the same client).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -109,7 +111,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
+    let bin = std::env::var_os("APISERVER_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_server-manager").into());
+    let mut child: Child = Command::new(bin)
         .args([
             "standalone",
             "--listen",
