@@ -2,7 +2,9 @@
 //! refuses SSH and a failing playbook task each show `Ready=False` with a reason
 //! and message that say which, back off, and recover by themselves once the
 //! cause is fixed; and `kill -9` of the operator or of the playbook runner in
-//! the middle of a run converges without duplicate work.
+//! the middle of a run converges without duplicate work. A playbook runner
+//! that accepts connections and never answers is reported within the call
+//! deadline, as a transient failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -392,4 +394,85 @@ fn operator_and_runner_restarts_converge_without_duplicate_runs() {
     assert_eq!(runs.len(), 3, "first run, lost run, redo: {runs:#?}");
     let conf = std::fs::read_to_string(host.config_path("agent")).unwrap();
     assert!(conf.contains("log_level = SYS_DEBUG"), "{conf}");
+}
+
+#[test]
+fn a_runner_that_never_answers_is_reported_within_the_deadline() {
+    let run_id = suffix();
+    let work = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::start();
+    let tarball = image_tarball(work.path(), &run_id);
+    // The runner: accepts every connection, reads nothing, answers nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let token_file = work.path().join("runner-token");
+    std::fs::write(&token_file, "silent-token\n").unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = Standalone::start(
+        &data,
+        &[
+            "--registry".into(),
+            registry.addr.clone(),
+            "--image-dir".into(),
+            work.path().display().to_string(),
+            "--runner-url".into(),
+            format!("http://{silent_addr}"),
+            "--runner-token-file".into(),
+            token_file.display().to_string(),
+        ],
+    );
+    let host = Host::new("127.0.0.36", "h", &run_id, None);
+    s.apply_ssh_secret(
+        work.path(),
+        "h-ssh",
+        &host.sshd.private_key(),
+        &host.sshd.known_hosts(),
+    );
+    s.apply(
+        work.path(),
+        "h.yaml",
+        &[
+            cluster("h", &registry.addr, 1),
+            image("h-agent", &tarball),
+            server_manifest(
+                "h-1",
+                "h",
+                "127.0.0.36",
+                host.sshd.port,
+                "h-ssh",
+                &["agent"],
+                host.layout(),
+            ),
+        ],
+    );
+    let applied = std::time::Instant::now();
+    wait_reason(&s, "h-1", "RunnerUnavailable", "within its deadline (30 s)");
+    // The Image push and the first attempt come first; the report follows
+    // one call deadline after the attempt, with margin for a loaded machine.
+    assert!(
+        applied.elapsed() < Duration::from_secs(150),
+        "reported after {:?}",
+        applied.elapsed()
+    );
+    let v = s.get("server", "h-1").unwrap();
+    let (_, message) = ready_reason(&s, "h-1");
+    assert!(message.contains(&silent_addr.to_string()), "{message}");
+    // Transient: retried with backoff, not stalled.
+    assert_eq!(
+        condition(&v, "Reconciling").unwrap()["status"],
+        "True",
+        "{v:#}"
+    );
+    assert_ne!(
+        condition(&v, "Stalled").map(|c| c["status"].clone()),
+        Some(json!("True")),
+        "{v:#}"
+    );
 }

@@ -43,6 +43,13 @@ impl ProvisionError {
             ClientError::Api { status, message } if status == 400 || status == 422 => {
                 ProvisionError::Rejected(message)
             }
+            ClientError::Http(e) if e.is_timeout() => ProvisionError::Unavailable(format!(
+                "no answer from the playbook runner{} within its deadline ({} s)",
+                e.url()
+                    .map(|u| format!(" at {}", u.origin().ascii_serialization()))
+                    .unwrap_or_default(),
+                crate::runner::client::CALL_TIMEOUT.as_secs()
+            )),
             other => ProvisionError::Unavailable(other.to_string()),
         }
     }
