@@ -333,6 +333,27 @@ async fn apply(server: &Server, ctx: &Context, state: &ServerState) -> Result<Ac
     );
     let me = server.name_any();
     let plan = |st: &ServerStatus| {
+        // Most decisions need only this Server's own state; only an update
+        // needs every member's (budgets, order, failures).
+        let mine = member_state(
+            server,
+            Some(st),
+            state
+                .memo
+                .hash(
+                    server,
+                    state.sources(ctx),
+                    &snapshot.derived,
+                    snapshot.version,
+                )
+                .ok()
+                .as_deref(),
+            cluster.as_ref().and_then(|c| c.metadata.generation),
+            min_ready,
+        );
+        if let Some(d) = rollout::own_decision(&mine) {
+            return d;
+        }
         let members = state.members(ctx, &cluster_key, cluster.as_deref(), Some((&me, st)));
         rollout::plan(&policy, &members).decision(&me)
     };
