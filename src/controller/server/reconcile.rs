@@ -28,7 +28,9 @@ use super::step::{self, Credentials, Inputs, Note, member_state};
 use crate::controller::conditions::{READY, reason};
 use crate::controller::fleet::{Fleet, Key, cluster_key_of, key_of};
 use crate::controller::{Context, Error, publish};
-use crate::crd::{Cluster, ConditionStatus, Image, RolloutSpec, RunStatus, Server, ServerStatus};
+use crate::crd::{
+    Cluster, ConditionStatus, Image, RolloutSpec, RunStatus, Server, ServerStatus, SshTargetError,
+};
 use crate::runner::api::{
     Playbook, RegistryAuth, RunRequest, RunState, Secret as Sensitive, Target,
 };
@@ -674,24 +676,15 @@ async fn secret_target(
                 true,
             )
         })?;
-    let data = secret.data.clone().unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| {
-                Blocked::new(
-                    reason::SECRET_NOT_FOUND,
-                    format!("Secret {ns}/{name} has no key {k}"),
-                    true,
-                )
-            })
-    };
-    Ok(Target {
-        host: server.spec.host.clone(),
-        port: ssh.port,
-        user: ssh.user.clone(),
-        private_key: Sensitive::new(field("ssh-privatekey")?),
-        known_hosts: field("known_hosts")?,
+    server.spec.ssh_target(&secret).map_err(|e| {
+        Blocked::new(
+            reason::SECRET_NOT_FOUND,
+            match e {
+                SshTargetError::NoSsh => e.to_string(),
+                SshTargetError::MissingKey(_) => format!("Secret {ns}/{name} {e}"),
+            },
+            true,
+        )
     })
 }
 
