@@ -645,6 +645,34 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
     pending()
 }
 
+/// A Secret the Server needs, or why the Server is blocked (`what` names it
+/// in the message: `Secret`, `registry Secret`).
+async fn read_secret(
+    client: &Client,
+    cache: &SecretCache,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Arc<Secret>, Blocked> {
+    cache
+        .get(client, ns, name)
+        .await
+        .map_err(|e| {
+            Blocked::new(
+                reason::SECRET_NOT_FOUND,
+                format!("failed to read Secret {ns}/{name}: {e}"),
+                false,
+            )
+        })?
+        .ok_or_else(|| {
+            Blocked::new(
+                reason::SECRET_NOT_FOUND,
+                format!("{what} {ns}/{name} not found"),
+                true,
+            )
+        })
+}
+
 async fn secret_target(
     server: &Server,
     client: &Client,
@@ -659,23 +687,7 @@ async fn secret_target(
         ));
     };
     let name = &ssh.secret_ref.name;
-    let secret = cache
-        .get(client, &ns, name)
-        .await
-        .map_err(|e| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("failed to read Secret {ns}/{name}: {e}"),
-                false,
-            )
-        })?
-        .ok_or_else(|| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("Secret {ns}/{name} not found"),
-                true,
-            )
-        })?;
+    let secret = read_secret(client, cache, &ns, name, "Secret").await?;
     server.spec.ssh_target(&secret).map_err(|e| {
         Blocked::new(
             reason::SECRET_NOT_FOUND,
@@ -710,23 +722,7 @@ async fn registry_auth(
     };
     let ns = desired.cluster.namespace().unwrap_or_default();
     let name = &secret_ref.name;
-    let secret = cache
-        .get(client, &ns, name)
-        .await
-        .map_err(|e| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("failed to read Secret {ns}/{name}: {e}"),
-                false,
-            )
-        })?
-        .ok_or_else(|| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("registry Secret {ns}/{name} not found"),
-                true,
-            )
-        })?;
+    let secret = read_secret(client, cache, &ns, name, "registry Secret").await?;
     let data = secret.data.clone().unwrap_or_default();
     auth.username = data
         .get("username")
