@@ -4,6 +4,8 @@
 //! the server's RSS with 10,000 objects stored.
 //!
 //! `cargo bench --bench apiserver` (figures in `benches/RESULTS.md`).
+//! `APISERVER_BENCH_BIN=PATH` runs another `server-manager` binary (an older
+//! build, for a before/after comparison driven by the same client).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -17,9 +19,10 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-const OBJECTS: usize = 10_000;
+/// `APISERVER_BENCH_OBJECTS=N` stores N objects instead (a quicker run).
+const OBJECTS_DEFAULT: usize = 10_000;
 const CONCURRENCY: usize = 8;
-const UPDATES: usize = 2_000;
+const UPDATES_MAX: usize = 2_000;
 const LATENCY_SAMPLES: usize = 300;
 const WATCHERS: usize = 10;
 
@@ -108,9 +111,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let objects: usize = std::env::var("APISERVER_BENCH_OBJECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(OBJECTS_DEFAULT);
+    let updates = UPDATES_MAX.min(objects);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_server-manager"))
+    let bin = std::env::var_os("APISERVER_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_server-manager").into());
+    let mut child: Child = Command::new(bin)
         .args([
             "standalone",
             "--listen",
@@ -132,7 +142,7 @@ async fn main() {
 
     // Creates.
     let api = cms.clone();
-    let took = run_parallel(OBJECTS, move |i| {
+    let took = run_parallel(objects, move |i| {
         let api = api.clone();
         async move {
             api.create(&PostParams::default(), &cm(&format!("cm-{i}"), i))
@@ -141,12 +151,12 @@ async fn main() {
         }
     })
     .await;
-    let creates_per_s = OBJECTS as f64 / took.as_secs_f64();
+    let creates_per_s = objects as f64 / took.as_secs_f64();
     let rss_full = rss_kib(child.id());
 
     // Updates (read-free replaces of distinct objects via merge patch).
     let api = cms.clone();
-    let took = run_parallel(UPDATES, move |i| {
+    let took = run_parallel(updates, move |i| {
         let api = api.clone();
         async move {
             let patch = json!({"data": {"i": format!("u{i}")}});
@@ -160,7 +170,7 @@ async fn main() {
         }
     })
     .await;
-    let updates_per_s = UPDATES as f64 / took.as_secs_f64();
+    let updates_per_s = updates as f64 / took.as_secs_f64();
 
     // Watch latency: 10 watchers, one write at a time, stamped with the send time.
     let origin = Instant::now();
@@ -244,17 +254,17 @@ async fn main() {
 
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| creates/s ({OBJECTS} ConfigMaps, {CONCURRENCY} clients) | {creates_per_s:.0} |");
-    println!("| updates/s ({UPDATES} merge patches, {CONCURRENCY} clients) | {updates_per_s:.0} |");
+    println!("| creates/s ({objects} ConfigMaps, {CONCURRENCY} clients) | {creates_per_s:.0} |");
+    println!("| updates/s ({updates} merge patches, {CONCURRENCY} clients) | {updates_per_s:.0} |");
     println!(
         "| watch delivery p50 ({WATCHERS} watchers, {} deliveries) | {:.2} ms |",
         samples.len(),
         p50.as_secs_f64() * 1e3
     );
     println!("| watch delivery p99 | {:.2} ms |", p99.as_secs_f64() * 1e3);
-    println!("| list {OBJECTS} ConfigMaps, JSON | {:.0} ms |", list_ms[0]);
+    println!("| list {objects} ConfigMaps, JSON | {:.0} ms |", list_ms[0]);
     println!(
-        "| list {OBJECTS} ConfigMaps, Table | {:.0} ms |",
+        "| list {objects} ConfigMaps, Table | {:.0} ms |",
         list_ms[1]
     );
     println!(
@@ -262,7 +272,7 @@ async fn main() {
         rss_empty as f64 / 1024.0
     );
     println!(
-        "| server RSS with {OBJECTS} objects | {:.1} MiB |",
+        "| server RSS with {objects} objects | {:.1} MiB |",
         rss_full as f64 / 1024.0
     );
     let _ = child.kill();

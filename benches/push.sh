@@ -74,8 +74,8 @@ if [ "$MODE" = skopeo ]; then
   read -r -a BIN_LIST <<<"${BINS:-$BIN}"
   GZ=$WORK/real.tar
   RAW=$WORK/random.tar
-  python3 benches/push_make_image.py 300 4 "$GZ" real >/dev/null
-  python3 benches/push_make_image.py 600 6 "$RAW" >/dev/null
+  python3 benches/push_make_image.py "${GZ_MB:-300}" 4 "$GZ" real >/dev/null
+  python3 benches/push_make_image.py "${RAW_MB:-600}" 6 "$RAW" >/dev/null
   ls -l "$GZ" "$RAW"
   n=0
   timed() { # $1: result file; rest: command. Appends wall seconds.
@@ -84,7 +84,7 @@ if [ "$MODE" = skopeo ]; then
     t0=$(now)
     "$@" >"$WORK/last.out" 2>&1 || { cat "$WORK/last.out"; exit 1; }
     t1=$(now)
-    secs "$t0" "$t1" >>"$out"
+    echo "$(secs "$t0" "$t1")" >>"$out"
   }
   for round in $(seq "$ROUNDS"); do
     for mode in gzip none; do

@@ -271,7 +271,7 @@ spec:
   imageId: Contrail-Container
   imageType: controller
   version: "5.0"
-  source: {reference: busybox}
+  source: {reference: registry.example.com/busybox}
 "#;
     let err = api.fails_in(&["apply", "-f", "-"], Some(bad_image));
     assert!(err.contains("spec.imageId"), "{err}");
@@ -281,8 +281,8 @@ spec:
     let two_sources = bad_image
         .replace("Contrail-Container", "contrail-container")
         .replace(
-            "{reference: busybox}",
-            "{reference: busybox, path: /tmp/x.tar}",
+            "{reference: registry.example.com/busybox}",
+            "{reference: registry.example.com/busybox, path: /tmp/x.tar}",
         );
     let err = api.fails_in(&["apply", "-f", "-"], Some(&two_sources));
     assert!(err.contains("spec.source"), "{err}");

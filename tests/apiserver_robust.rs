@@ -189,3 +189,112 @@ async fn the_bearer_scheme_is_case_insensitive_and_tokens_must_match() {
         assert_eq!(resp.status().as_u16(), code, "{header}");
     }
 }
+
+/// A small deterministic generator (xorshift64*), so a failure is replayable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Flips, inserts (structural bytes, runs of brackets), cuts.
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..rng.below(8) {
+        let pos = rng.below(b.len() + 1).min(b.len());
+        match rng.below(5) {
+            0 if !b.is_empty() => {
+                let at = pos.min(b.len() - 1);
+                b[at] = rng.next() as u8;
+            }
+            1 => b.insert(pos, b"[{]}:,\"'-|#\n 0"[rng.below(14)]),
+            2 => b.truncate(pos),
+            3 => {
+                let run = vec![b"[{"[rng.below(2)]; rng.below(3000)];
+                b.splice(pos..pos, run);
+            }
+            _ => {
+                let from = rng.below(b.len() + 1).min(b.len());
+                let piece = b[from..].to_vec();
+                b.splice(pos..pos, piece);
+            }
+        }
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_bodies_get_a_status_never_a_5xx_or_a_hang() {
+    let api = TestApi::start();
+    let client = api.client();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let one = "/api/v1/namespaces/default/configmaps/base";
+    let (code, _, s) = send(
+        &client,
+        "POST",
+        cms,
+        "application/json",
+        br#"{"metadata":{"name":"base","labels":{"a":"b"}},"data":{"k":"v"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 201, "{s}");
+    let mut proto_cm = b"k8s\0".to_vec();
+    let type_meta = [b"\x0a\x02v1".as_slice(), b"\x12\x09ConfigMap"].concat();
+    proto_cm.extend([0x0a, type_meta.len() as u8]);
+    proto_cm.extend(&type_meta);
+    let raw = b"\x0a\x03\x0a\x01p";
+    proto_cm.extend([0x12, raw.len() as u8]);
+    proto_cm.extend(raw);
+    let seeds: Vec<(&str, &str, &str, Vec<u8>)> = vec![
+        ("POST", cms, "application/json",
+         br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"j","labels":{"a":"b"}},"data":{"k":"v"}}"#.to_vec()),
+        ("POST", cms, "application/yaml",
+         b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  k: |\n    text [\n  l: '[1]'\n".to_vec()),
+        ("POST", cms, "application/vnd.kubernetes.protobuf", proto_cm),
+        ("PATCH", one, "application/json-patch+json",
+         br#"[{"op":"add","path":"/data/x","value":"1"},{"op":"test","path":"/data/k","value":"v"}]"#.to_vec()),
+        ("PATCH", one, "application/merge-patch+json", br#"{"data":{"k":null,"m":"2"}}"#.to_vec()),
+        ("PATCH", one, "application/strategic-merge-patch+json",
+         br#"{"metadata":{"labels":{"$patch":"replace","c":"d"}},"data":{"n":"3"}}"#.to_vec()),
+        ("PATCH", &format!("{one}?fieldManager=fuzz&force=true"), "application/apply-patch+yaml",
+         b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: base\ndata:\n  a: x\n".to_vec()),
+    ]
+    .into_iter()
+    .map(|(m, p, c, b)| (m, p.to_string().leak() as &str, c, b))
+    .collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut seen = std::collections::BTreeMap::<u16, usize>::new();
+    for case in 0..210 {
+        let (method, path, ct, seed) = &seeds[case % seeds.len()];
+        let body = if case < seeds.len() {
+            seed.clone()
+        } else {
+            mutate(&mut rng, seed)
+        };
+        let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        let (code, _, status) = send(&client, method, path, ct, body).await;
+        *seen.entry(code).or_default() += 1;
+        assert!(
+            (200..300).contains(&code) || (400..500).contains(&code),
+            "case {case}: {method} {ct} answered {code}: {status}\nbody: {shown:?}"
+        );
+        if code >= 400 {
+            assert_eq!(status["kind"], "Status", "case {case}: {status}");
+        }
+    }
+    // Both kinds of answer happened: the mutations are neither all harmless
+    // nor all fatal.
+    assert!(seen.keys().any(|c| *c < 300), "{seen:?}");
+    assert!(seen.keys().any(|c| *c >= 400), "{seen:?}");
+    // And the server still answers.
+    let (code, _, _) = send(&client, "GET", one, "application/json", Vec::new()).await;
+    assert_eq!(code, 200);
+}

@@ -221,3 +221,160 @@ mod tests {
         assert_eq!(limit("application/json"), MAX_JSON);
     }
 }
+
+/// Property tests of request body decoding and the patch types: arbitrary
+/// and mutated bodies never panic and never take long (each case is bounded
+/// by [`fuzz::BOUND`], a hang check, not a performance claim).
+#[cfg(test)]
+mod fuzz {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::{patch, proto};
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(2);
+
+    /// Valid bodies of each kind, to be mutated.
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut proto_cm = b"k8s\0".to_vec();
+        // runtime.Unknown{typeMeta{apiVersion: v1, kind: ConfigMap}, raw: ConfigMap{metadata{name: c}}}
+        let type_meta = [b"\x0a\x02v1".as_slice(), b"\x12\x09ConfigMap"].concat();
+        proto_cm.extend([0x0a, type_meta.len() as u8]);
+        proto_cm.extend(&type_meta);
+        let raw = b"\x0a\x03\x0a\x01c";
+        proto_cm.extend([0x12, raw.len() as u8]);
+        proto_cm.extend(raw);
+        vec![
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","labels":{"a":"b"}},"data":{"k":"v"}}"#.to_vec(),
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: |\n    [x\n  l: [1, {a: 'b'}]\n".to_vec(),
+            br#"[{"op":"add","path":"/data/x","value":"1"},{"op":"test","path":"/data/k","value":"v"},{"op":"remove","path":"/metadata/labels"}]"#.to_vec(),
+            br#"{"metadata":{"labels":{"a":null}},"spec":{"containers":[{"name":"a","image":"x"},{"$patch":"delete","name":"b"}]}}"#.to_vec(),
+            proto_cm,
+        ]
+    }
+
+    /// A mutation of `seed`: bytes flipped, inserted (often brackets), cut.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let n = seeds().len();
+        (
+            0..n,
+            proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 0..12),
+        )
+            .prop_map(|(i, edits)| {
+                let mut b = seeds()[i].clone();
+                for (at, op, byte) in edits {
+                    let pos = if b.is_empty() { 0 } else { at.index(b.len()) };
+                    match op {
+                        0 if !b.is_empty() => b[pos] = byte,
+                        1 => b.insert(pos, b"[{]}:\"'-|#\n "[usize::from(byte) % 12]),
+                        2 => b.truncate(pos),
+                        _ => {
+                            let run = vec![b"[{"[usize::from(byte) % 2]; usize::from(byte)];
+                            b.splice(pos..pos, run);
+                        }
+                    }
+                }
+                b
+            })
+    }
+
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            mutated(),
+            proptest::collection::vec(any::<u8>(), 0..512),
+            "[\\[\\]{}:, a-z0-9\"'\\-\\n#|>&*!]{0,400}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z$/~0-9]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("metadata".to_string()),
+                        Just("name".to_string()),
+                        Just("$patch".to_string()),
+                        Just("containers".to_string()),
+                        Just("op".to_string()),
+                        Just("path".to_string()),
+                        Just("value".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every decoder on one body, then every patch type with what decoded.
+    fn decode_all(body: &[u8]) {
+        let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        let mut decoded = Vec::new();
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            decoded.push(v);
+        }
+        if let Ok(v) = yaml(body, "YAML") {
+            decoded.push(v);
+        }
+        if let Ok(v) = proto::decode(body) {
+            decoded.push(v);
+        }
+        for p in &decoded {
+            let _ = patch::json_patch(&doc, p);
+            let _ = patch::merge_patch(&doc, p);
+            let _ = patch::strategic_merge(&doc, p);
+            let _ = patch::apply_owned(&doc, p, "m", None, "2026-01-01T00:00:00Z", false);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        #[test]
+        fn no_body_panics_or_hangs(body in bodies()) {
+            let t = Instant::now();
+            decode_all(&body);
+            prop_assert!(t.elapsed() < BOUND, "{:?} for {:?}", t.elapsed(), String::from_utf8_lossy(&body));
+        }
+
+        #[test]
+        fn no_patch_panics_or_hangs(doc in json_value(), p in json_value(), force in any::<bool>()) {
+            let t = Instant::now();
+            let _ = patch::json_patch(&doc, &p);
+            let _ = patch::merge_patch(&doc, &p);
+            let _ = patch::strategic_merge(&doc, &p);
+            let _ = patch::apply_owned(&doc, &p, "m", None, "2026-01-01T00:00:00Z", force);
+            let _ = patch::apply_owned(&doc, &p, "m", Some("status"), "2026-01-01T00:00:00Z", force);
+            prop_assert!(t.elapsed() < BOUND);
+        }
+    }
+
+    #[test]
+    fn the_seeds_decode() {
+        let s = seeds();
+        assert!(serde_json::from_slice::<Value>(&s[0]).is_ok());
+        assert_eq!(yaml(&s[1], "YAML").unwrap()["data"]["k"], "[x\n");
+        assert!(
+            patch::json_patch(
+                &serde_json::from_slice(&s[0]).unwrap(),
+                &serde_json::from_slice(&s[2]).unwrap()
+            )
+            .is_ok()
+        );
+        let cm = proto::decode(&s[4]).unwrap();
+        assert_eq!(cm["metadata"]["name"], "c", "{cm}");
+    }
+}

@@ -48,8 +48,8 @@
 
 mod auth;
 mod authz_review;
-mod core_validation;
 mod body;
+mod core_validation;
 mod discovery;
 mod events;
 mod gc;

@@ -325,6 +325,7 @@ pub async fn run(
         written: Default::default(),
         blocked: Default::default(),
         secrets: Default::default(),
+        finalizing: Default::default(),
     });
     let by_cluster = {
         let fleet = fleet.clone();

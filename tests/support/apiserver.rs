@@ -198,7 +198,7 @@ spec:
   imageType: controller
   version: "5.0-214"
   source:
-    reference: busybox:latest
+    reference: registry.example.com/contrail/controller:5.0-214
 ---
 apiVersion: servermanager.contrail.io/v1alpha1
 kind: Server

@@ -5,7 +5,7 @@
 //! publishes Events for what changed. On deletion, deprovisions first
 //! (finalizer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,10 @@ pub struct ServerState {
     pub blocked: BlockedCounts,
     /// Secrets read recently.
     pub secrets: SecretCache,
+    /// Servers (by uid) whose finalizer this operator added and whose cache
+    /// entry does not show it yet: a reconcile of the stale entry would add it
+    /// again (a second PATCH, refused by the patch's test).
+    pub finalizing: Mutex<HashSet<String>>,
 }
 
 impl ServerState {
@@ -273,6 +277,18 @@ pub async fn reconcile(
     let started = Instant::now();
     let api: Api<Server> =
         Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let uid = server.metadata.uid.clone().unwrap_or_default();
+    let adding = server.metadata.deletion_timestamp.is_none()
+        && !server.finalizers().iter().any(|f| f == FINALIZER);
+    if let Ok(mut set) = state.finalizing.lock() {
+        if !adding {
+            set.remove(&uid);
+        } else if set.contains(&uid) {
+            // The finalizer is on its way: its watch event reconciles again
+            // (the requeue only guards against a lost event).
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    }
     let result = finalizer(&api, FINALIZER, server, |event| async {
         match event {
             Finalizer::Apply(s) => apply(&s, &ctx, &state).await,
@@ -281,6 +297,12 @@ pub async fn reconcile(
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    if adding
+        && result.is_ok()
+        && let Ok(mut set) = state.finalizing.lock()
+    {
+        set.insert(uid);
+    }
     ctx.metrics.reconciled("server", started.elapsed());
     if let Err(e) = &result {
         ctx.metrics.error("server", e.category());
