@@ -127,20 +127,19 @@ impl Wiring {
                 }
             },
         };
+        // One registry model: the engine pushes to it, Servers pull from it.
+        let registry = crate::registry::RegistryConfig {
+            address: self.registry,
+            insecure: self.registry_insecure,
+            ..Default::default()
+        };
         let images = Arc::new(image::RegistryEngine {
-            registry: crate::registry::RegistryConfig {
-                address: self.registry.clone(),
-                insecure: self.registry_insecure,
-                ..Default::default()
-            },
+            registry: registry.clone(),
             image_dir: self.image_dir,
         });
         let config = OperatorConfig {
             settings: Settings {
-                registry: super::RegistrySettings {
-                    address: self.registry,
-                    insecure: self.registry_insecure,
-                },
+                registry,
                 drift_interval: self.drift_interval,
                 backoff: self.backoff,
                 playbook_version: crate::standalone::playbook_version(&self.playbooks),
