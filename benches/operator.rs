@@ -35,10 +35,10 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use server_manager::apiserver::{ApiServer, ApiServerConfig};
+use server_manager::controller::Settings;
 use server_manager::controller::image::{EngineError, ImageEngine, ProgressFn, Pushed};
 use server_manager::controller::operator::{self, OperatorConfig};
 use server_manager::controller::server::provisioner::{ProvisionError, Provisioner, RunHandle};
-use server_manager::controller::{RegistrySettings, Settings};
 use server_manager::crd::{ConditionStatus, Image, ImageSpec, Server};
 use server_manager::runner::api::{ContainerState, Playbook, RunRequest, RunState, RunStatus};
 
@@ -77,9 +77,10 @@ async fn child(kubeconfig: String) {
     let runner = Arc::new(InstantRunner::default());
     let config = OperatorConfig {
         settings: Settings {
-            registry: RegistrySettings {
+            registry: server_manager::registry::RegistryConfig {
                 address: "127.0.0.1:5000".into(),
                 insecure: true,
+                ..Default::default()
             },
             drift_interval: None,
             backoff: Default::default(),

@@ -22,6 +22,7 @@
 //!   runner).
 
 pub mod apiserver;
+pub mod backoff;
 pub mod config;
 pub mod controller;
 pub mod crd;

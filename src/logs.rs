@@ -14,12 +14,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
-use crate::crd::{Provisioning, Server};
-use crate::runner::api::{HostLogsRequest, LogFileList, Secret as Sensitive, Target};
+use crate::crd::{Provisioning, Server, SshTargetError};
+use crate::runner::api::{HostLogsRequest, LogFileList};
 use crate::runner::client::{ClientError, RunnerClient};
 
 /// The log directory of a Server without `spec.layout`.
-pub const DEFAULT_LOG_DIR: &str = "/var/log/contrail";
+pub const DEFAULT_LOG_DIR: &str = crate::runner::api::defaults::LOG_DIR;
 
 /// Why `server-manager logs` failed; every message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -211,31 +211,20 @@ pub async fn host_logs_request(
             name: secret_name.clone(),
             server: name.to_string(),
         })?;
-    let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| LogsError::SecretKeyMissing {
-                namespace: namespace.to_string(),
-                name: secret_name.clone(),
-                key: key.to_string(),
-            })
-    };
-    let log_dir = server
-        .spec
-        .layout
-        .as_ref()
-        .map(|l| l.log_dir.clone())
-        .unwrap_or_else(|| DEFAULT_LOG_DIR.to_string());
-    Ok(HostLogsRequest {
-        target: Target {
-            host: server.spec.host.clone(),
-            port: ssh.port,
-            user: ssh.user.clone(),
-            private_key: Sensitive::new(field("ssh-privatekey")?),
-            known_hosts: field("known_hosts")?,
+    let target = server.spec.ssh_target(&secret).map_err(|e| match e {
+        SshTargetError::MissingKey(key) => LogsError::SecretKeyMissing {
+            namespace: namespace.to_string(),
+            name: secret_name.clone(),
+            key: key.to_string(),
         },
-        log_dir,
+        SshTargetError::NoSsh => LogsError::NoSsh {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+    })?;
+    Ok(HostLogsRequest {
+        target,
+        log_dir: server.spec.layout().log_dir,
         file: file.map(str::to_string),
     })
 }

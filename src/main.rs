@@ -620,20 +620,26 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         let identity = args
             .identity
             .unwrap_or_else(|| format!("server-manager-{}", std::process::id()));
-        let settings = controller::Settings {
-            registry: controller::RegistrySettings {
-                address: args.registry.clone(),
-                insecure: args.registry_insecure,
+        let runners = match args.runner_service {
+            Some(name) => controller::operator::Runners::Service {
+                namespace: args.lease_namespace.clone(),
+                name,
             },
+            None => controller::operator::Runners::Urls(args.runner_url),
+        };
+        let wiring = controller::operator::Wiring {
+            registry: args.registry,
+            registry_insecure: args.registry_insecure,
+            image_dir: args.image_dir,
+            playbooks: args.playbooks,
             drift_interval: seconds(args.drift_interval),
             backoff: controller::server::decide::Backoff {
                 cap: std::time::Duration::from_secs(args.max_backoff.max(1)),
                 ..Default::default()
             },
-            playbook_version: server_manager::standalone::playbook_version(&args.playbooks),
-        };
-        let config = controller::operator::OperatorConfig {
-            settings,
+            runners,
+            runner_token: token,
+            runner_gone_after: std::time::Duration::from_secs(args.runner_gone_after),
             health_addr: Some(args.health_listen),
             leader: args.leader_elect.then(|| controller::leader::LeaderConfig {
                 namespace: args.lease_namespace.clone(),
@@ -645,47 +651,7 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
             instance: identity,
         };
-        let engine = controller::image::RegistryEngine {
-            registry: server_manager::registry::RegistryConfig {
-                address: args.registry,
-                insecure: args.registry_insecure,
-                ..Default::default()
-            },
-            image_dir: args.image_dir,
-        };
-        let gone_after = std::time::Duration::from_secs(args.runner_gone_after);
-        let runner: std::sync::Arc<dyn controller::server::provisioner::Provisioner> =
-            match (&args.runner_service, args.runner_url.as_slice()) {
-                (Some(service), _) => {
-                    let pool = server_manager::runner::RunnerPool::new(token.trim())
-                        .with_gone_after(gone_after);
-                    server_manager::runner::pool::follow_endpoint_slices(
-                        pool.clone(),
-                        client.clone(),
-                        &args.lease_namespace,
-                        service,
-                    );
-                    pool
-                }
-                (None, [one]) => std::sync::Arc::new(server_manager::runner::RunnerClient::new(
-                    one,
-                    token.trim(),
-                )?),
-                (None, urls) => {
-                    let pool = server_manager::runner::RunnerPool::from_urls(urls, token.trim())?
-                        .with_gone_after(gone_after);
-                    pool.spawn_probe(std::time::Duration::from_secs(2));
-                    pool
-                }
-            };
-        controller::operator::run(
-            client,
-            config,
-            std::sync::Arc::new(engine),
-            runner,
-            shutdown_signal(),
-        )
-        .await
+        wiring.build(client)?.run(shutdown_signal()).await
     })
 }
 

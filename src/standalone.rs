@@ -228,58 +228,35 @@ async fn serve(
             opts.image_dir.display()
         )
     })?;
-    let engine = crate::controller::image::RegistryEngine {
-        registry: crate::registry::RegistryConfig {
-            address: registry_address.clone(),
-            insecure: registry_insecure,
-            ..Default::default()
-        },
-        image_dir: opts.image_dir.clone(),
-    };
-    let runner_client: std::sync::Arc<dyn crate::controller::server::provisioner::Provisioner> =
-        if opts.more_runners.is_empty() {
-            std::sync::Arc::new(crate::runner::client::RunnerClient::new(
-                &runner_url,
-                &token,
-            )?)
-        } else {
-            // Several runners: each host goes to one of the ready ones.
-            let urls: Vec<String> = std::iter::once(runner_url.clone())
-                .chain(opts.more_runners.iter().cloned())
-                .collect();
-            let pool = crate::runner::RunnerPool::from_urls(&urls, &token)?
-                .with_gone_after(opts.runner_gone_after);
-            pool.spawn_probe(std::time::Duration::from_secs(2));
-            pool
-        };
-    let settings = crate::controller::Settings {
-        registry: crate::controller::RegistrySettings {
-            address: registry_address.clone(),
-            insecure: registry_insecure,
-        },
-        drift_interval: opts.drift_interval,
-        backoff: opts.backoff,
-        playbook_version: playbook_version(&playbooks),
-    };
-    let operator_config = crate::controller::operator::OperatorConfig {
-        settings,
-        health_addr: opts.health_listen,
-        leader: None,
-        concurrency: 16,
-        instance: format!("standalone-{}", std::process::id()),
-    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = opts.operator.then(|| {
-        tokio::spawn(crate::controller::operator::run(
-            client.clone(),
-            operator_config,
-            std::sync::Arc::new(engine),
-            runner_client,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ))
-    });
+    let operator = if opts.operator {
+        let wiring = crate::controller::operator::Wiring {
+            registry: registry_address.clone(),
+            registry_insecure,
+            image_dir: opts.image_dir.clone(),
+            playbooks: playbooks.clone(),
+            drift_interval: opts.drift_interval,
+            backoff: opts.backoff,
+            // Several runners: each host goes to one of the ready ones.
+            runners: crate::controller::operator::Runners::Urls(
+                std::iter::once(runner_url.clone())
+                    .chain(opts.more_runners.iter().cloned())
+                    .collect(),
+            ),
+            runner_token: token.clone(),
+            runner_gone_after: opts.runner_gone_after,
+            health_addr: opts.health_listen,
+            leader: None,
+            concurrency: 16,
+            instance: format!("standalone-{}", std::process::id()),
+        };
+        let operator = wiring.build(client.clone())?;
+        Some(tokio::spawn(operator.run(async move {
+            let _ = stop_rx.await;
+        })))
+    } else {
+        None
+    };
 
     println!(
         "server-manager standalone: API server listening on {}",

@@ -79,9 +79,10 @@ async fn a_standby_operator_is_ready_and_stops_cleanly() {
     let port = support::free_port();
     // A standby reaches neither the registry nor the runner.
     let settings = server_manager::controller::Settings {
-        registry: server_manager::controller::RegistrySettings {
+        registry: server_manager::registry::RegistryConfig {
             address: "127.0.0.1:9".into(),
             insecure: true,
+            ..Default::default()
         },
         drift_interval: None,
         backoff: Default::default(),

@@ -34,22 +34,13 @@ pub const MANAGER: &str = "server-manager";
 pub struct Settings {
     /// Registry Images are pushed to, and Servers pull from unless their
     /// Cluster names another.
-    pub registry: RegistrySettings,
+    pub registry: crate::registry::RegistryConfig,
     /// How often to check provisioned Servers for drift (`None`: never).
     pub drift_interval: Option<Duration>,
     /// Backoff after failures.
     pub backoff: Backoff,
     /// Version of the playbooks, part of each Server's desired hash.
     pub playbook_version: String,
-}
-
-/// The operator's registry.
-#[derive(Debug, Clone, Default)]
-pub struct RegistrySettings {
-    /// `host:port`.
-    pub address: String,
-    /// Plain HTTP.
-    pub insecure: bool,
 }
 
 /// What every reconcile gets.

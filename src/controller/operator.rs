@@ -44,6 +44,130 @@ pub struct OperatorConfig {
     pub instance: String,
 }
 
+/// Where the operator finds its playbook runners.
+#[derive(Clone, Debug)]
+pub enum Runners {
+    /// The ready endpoints of a Kubernetes Service, followed as they change.
+    Service {
+        /// The Service's namespace.
+        namespace: String,
+        /// The Service's name.
+        name: String,
+    },
+    /// Fixed URLs: one runner, or a pool probed every 2 seconds.
+    Urls(Vec<String>),
+}
+
+/// Everything `server-manager operator` and `server-manager standalone`
+/// choose about the operator: [`Wiring::build`] is the one place the
+/// controllers, the image engine and the runner client are put together.
+#[derive(Clone, Debug)]
+pub struct Wiring {
+    /// Registry Images are pushed to and hosts pull from (`host:port`).
+    pub registry: String,
+    /// Plain HTTP to the registry.
+    pub registry_insecure: bool,
+    /// The only directory Image tarballs are read from.
+    pub image_dir: std::path::PathBuf,
+    /// The playbooks directory (its hash is part of every desired state).
+    pub playbooks: std::path::PathBuf,
+    /// How often provisioned Servers are checked for drift (`None`: never).
+    pub drift_interval: Option<Duration>,
+    /// Backoff between attempts after failures.
+    pub backoff: super::server::decide::Backoff,
+    /// The runners.
+    pub runners: Runners,
+    /// The runners' bearer token.
+    pub runner_token: String,
+    /// With several runners: how long one that stopped answering is waited
+    /// for before its runs are started again on another.
+    pub runner_gone_after: Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub health_addr: Option<SocketAddr>,
+    /// Leader election (`None`: the only replica).
+    pub leader: Option<LeaderConfig>,
+    /// Reconciles at once per controller.
+    pub concurrency: u16,
+    /// Name reported in events.
+    pub instance: String,
+}
+
+/// An operator ready to [`run`](Operator::run).
+pub struct Operator {
+    client: Client,
+    config: OperatorConfig,
+    images: Arc<dyn ImageEngine>,
+    runner: Arc<dyn Provisioner>,
+}
+
+impl Wiring {
+    /// Builds the operator's parts (inside a Tokio runtime: a runner pool
+    /// starts its watch or probe task here).
+    pub fn build(self, client: Client) -> anyhow::Result<Operator> {
+        use crate::runner::{RunnerClient, RunnerPool};
+        let token = self.runner_token.trim();
+        let runner: Arc<dyn Provisioner> = match &self.runners {
+            Runners::Service { namespace, name } => {
+                let pool = RunnerPool::new(token).with_gone_after(self.runner_gone_after);
+                crate::runner::pool::follow_endpoint_slices(
+                    pool.clone(),
+                    client.clone(),
+                    namespace,
+                    name,
+                );
+                pool
+            }
+            Runners::Urls(urls) => match urls.as_slice() {
+                [one] => Arc::new(RunnerClient::new(one, token)?),
+                urls => {
+                    let pool =
+                        RunnerPool::from_urls(urls, token)?.with_gone_after(self.runner_gone_after);
+                    pool.spawn_probe(Duration::from_secs(2));
+                    pool
+                }
+            },
+        };
+        // One registry model: the engine pushes to it, Servers pull from it.
+        let registry = crate::registry::RegistryConfig {
+            address: self.registry,
+            insecure: self.registry_insecure,
+            ..Default::default()
+        };
+        let images = Arc::new(image::RegistryEngine {
+            registry: registry.clone(),
+            image_dir: self.image_dir,
+        });
+        let config = OperatorConfig {
+            settings: Settings {
+                registry,
+                drift_interval: self.drift_interval,
+                backoff: self.backoff,
+                playbook_version: crate::standalone::playbook_version(&self.playbooks),
+            },
+            health_addr: self.health_addr,
+            leader: self.leader,
+            concurrency: self.concurrency,
+            instance: self.instance,
+        };
+        Ok(Operator {
+            client,
+            config,
+            images,
+            runner,
+        })
+    }
+}
+
+impl Operator {
+    /// Runs the controllers until `shutdown` completes ([`run`]).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        run(self.client, self.config, self.images, self.runner, shutdown).await
+    }
+}
+
 /// Drives a shared reflector: one watch per kind, its store updated before
 /// any subscriber sees an event, so a trigger never reads a stale cache.
 /// `observe` sees every event (deletions and relists included) before the

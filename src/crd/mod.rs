@@ -14,8 +14,8 @@ pub use cluster::{
 pub use condition::{Condition, ConditionStatus, now_rfc3339, set_condition};
 pub use image::{Image, ImageCategory, ImageSource, ImageSpec, ImageStatus};
 pub use server::{
-    ContainerPhase, ContainerStatus, HostLayout, Provisioning, RunStatus, Server, ServerSpec,
-    ServerStatus, SshSpec, UpdateStatus,
+    ContainerPhase, ContainerStatus, HostLayout, KNOWN_HOSTS, Provisioning, RunStatus,
+    SSH_PRIVATE_KEY, Server, ServerSpec, ServerStatus, SshSpec, SshTargetError, UpdateStatus,
 };
 
 use std::collections::BTreeMap;

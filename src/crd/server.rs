@@ -8,7 +8,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, LocalObjectReference, Parameters, Role, condition::conditions_schema};
-use crate::runner::api::{Playbook, RunState};
+use crate::runner::api::defaults::{
+    default_config_dir, default_container_prefix, default_data_dir, default_log_dir, default_port,
+    default_user,
+};
+use crate::runner::api::{Playbook, RunState, Secret as Sensitive, Target};
+use k8s_openapi::api::core::v1::Secret;
 
 /// One target host (bare metal or VM) of a Cluster and the Contrail role
 /// containers it runs.
@@ -102,6 +107,43 @@ impl ServerSpec {
     pub fn is_managed(&self) -> bool {
         self.provisioning == Provisioning::Managed
     }
+
+    /// The runner target of this host, with the key and `known_hosts` read
+    /// from its SSH Secret (`spec.ssh.secretRef`, keys [`SSH_PRIVATE_KEY`]
+    /// and [`KNOWN_HOSTS`]): the one place a Secret becomes a target, for the
+    /// reconciler and `server-manager logs` alike.
+    pub fn ssh_target(&self, secret: &Secret) -> Result<Target, SshTargetError> {
+        let ssh = self.ssh.as_ref().ok_or(SshTargetError::NoSsh)?;
+        let data = secret.data.as_ref();
+        let field = |key: &'static str| {
+            data.and_then(|d| d.get(key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .ok_or(SshTargetError::MissingKey(key))
+        };
+        Ok(Target {
+            host: self.host.clone(),
+            port: ssh.port,
+            user: ssh.user.clone(),
+            private_key: Sensitive::new(field(SSH_PRIVATE_KEY)?),
+            known_hosts: field(KNOWN_HOSTS)?,
+        })
+    }
+}
+
+/// The SSH Secret's key holding the private key.
+pub const SSH_PRIVATE_KEY: &str = "ssh-privatekey";
+/// The SSH Secret's key holding the host's `known_hosts` lines.
+pub const KNOWN_HOSTS: &str = "known_hosts";
+
+/// Why [`ServerSpec::ssh_target`] has no target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshTargetError {
+    /// The Server has no `spec.ssh`.
+    #[error("spec.ssh is not set")]
+    NoSsh,
+    /// The Secret lacks a key.
+    #[error("has no key {0}")]
+    MissingKey(&'static str),
 }
 
 /// Who provisions a Server.
@@ -129,14 +171,6 @@ pub struct SshSpec {
     pub port: u16,
     /// Secret (same namespace) with `ssh-privatekey` and `known_hosts`.
     pub secret_ref: LocalObjectReference,
-}
-
-fn default_user() -> String {
-    "root".to_string()
-}
-
-fn default_port() -> u16 {
-    22
 }
 
 /// Locations on the host. Several Servers may share one host when each has its
@@ -200,19 +234,6 @@ fn user(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn container_prefix(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     crate::validation::container_prefix_rules().schema()
-}
-
-fn default_config_dir() -> String {
-    "/etc/contrail".into()
-}
-fn default_log_dir() -> String {
-    "/var/log/contrail".into()
-}
-fn default_data_dir() -> String {
-    "/var/lib/contrail".into()
-}
-fn default_container_prefix() -> String {
-    "contrail-".into()
 }
 
 /// Observed state of a Server.
@@ -433,5 +454,49 @@ impl RunStatus {
     /// Whether the run is still going.
     pub fn in_flight(&self) -> bool {
         !self.state.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn server(ssh: bool) -> ServerSpec {
+        serde_json::from_value(serde_json::json!({
+            "clusterRef": {"name": "c"},
+            "host": "10.0.0.1",
+            "roles": ["controller"],
+            "ssh": ssh.then(|| serde_json::json!({"port": 2222, "secretRef": {"name": "s"}})),
+        }))
+        .expect("spec")
+    }
+
+    fn secret(keys: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                keys.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ssh_target_reads_the_secret() {
+        let full = secret(&[(SSH_PRIVATE_KEY, "KEY"), (KNOWN_HOSTS, "h k")]);
+        let t = server(true).ssh_target(&full).expect("target");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("10.0.0.1", 2222, "root")
+        );
+        assert_eq!(t.private_key.expose(), "KEY");
+        assert_eq!(t.known_hosts, "h k");
+        assert_eq!(
+            server(true).ssh_target(&secret(&[(SSH_PRIVATE_KEY, "KEY")])),
+            Err(SshTargetError::MissingKey(KNOWN_HOSTS))
+        );
+        assert_eq!(server(false).ssh_target(&full), Err(SshTargetError::NoSsh));
     }
 }

@@ -121,28 +121,51 @@ fn is_plain_http(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Runs `op` until it succeeds, fails for good, or the policy's attempts are spent.
-pub(crate) async fn retrying<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, HttpError>
+pub(crate) async fn retrying<T, F, Fut>(policy: &RetryPolicy, op: F) -> Result<T, HttpError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, HttpError>>,
 {
-    let mut delay = policy.initial_backoff;
+    retry_with(
+        policy,
+        op,
+        |e: &HttpError| e.retryable().then(|| e.message.clone()),
+        |mut e, attempts| {
+            e.message = format!("{} (after {attempts} attempts)", e.message);
+            e
+        },
+    )
+    .await
+}
+
+/// The one retry loop of the registry client: runs `op` while `retryable`
+/// says why an error is worth another attempt and the policy's attempts last,
+/// waiting [`RetryPolicy::delay`] between attempts. `exhausted` marks the
+/// final error of an operation that was attempted more than once.
+pub(crate) async fn retry_with<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    mut op: F,
+    retryable: impl Fn(&E) -> Option<String>,
+    exhausted: impl FnOnce(E, u32) -> E,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
-        match op().await {
+        let e = match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < policy.attempts => {
-                tracing::debug!(attempt, error = %e.message, "registry request failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(policy.max_backoff);
+            Err(e) => e,
+        };
+        match retryable(&e) {
+            Some(why) if attempt < policy.attempts => {
+                tracing::debug!(attempt, error = %why, "registry request failed, retrying");
+                tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(mut e) => {
-                if attempt > 1 {
-                    e.message = format!("{} (after {attempt} attempts)", e.message);
-                }
-                return Err(e);
-            }
+            _ if attempt > 1 => return Err(exhausted(e, attempt)),
+            _ => return Err(e),
         }
     }
 }

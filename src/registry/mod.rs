@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{ImageCategory, ImageSpec, Role};
 use crate::image_ref::{ImageRefError, ImageReference};
-use client::{Cause, HttpError, RegistryClient, retrying};
+use client::{Cause, HttpError, RegistryClient, retry_with, retrying};
 use plan::{BlobData, PlanError, PlannedBlob, PushPlan};
 use tarball::{Origin, Tarball, TarballError};
 
@@ -87,6 +87,18 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1 for the first): the
+    /// operator's one backoff, from `initial_backoff` doubling to `max_backoff`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        crate::backoff::Backoff {
+            base: self.initial_backoff,
+            cap: self.max_backoff,
+        }
+        .delay(attempt)
+    }
 }
 
 impl Default for RetryPolicy {
@@ -795,26 +807,26 @@ async fn upload_blob(ctx: &BlobContext, blob: &PlannedBlob) -> Result<u64, PushE
         ctx.advance(blob.size);
         return Ok(blob.size);
     }
-    let policy = ctx.client.retry.clone();
-    let mut delay = policy.initial_backoff;
-    let mut attempt = 1;
-    loop {
-        match upload_attempt(ctx, blob).await {
-            Ok(()) => return Ok(blob.size),
-            Err(AttemptError::Fatal(e)) => return Err(e),
-            Err(AttemptError::Http(e)) if e.retryable() && attempt < policy.attempts => {
-                tracing::debug!(attempt, digest = %blob.digest, error = %e.message, "blob upload failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(policy.max_backoff);
-                attempt += 1;
+    let attempts = retry_with(
+        &ctx.client.retry,
+        || upload_attempt(ctx, blob),
+        |e| match e {
+            AttemptError::Http(e) if e.retryable() => Some(e.message.clone()),
+            _ => None,
+        },
+        |e, attempts| match e {
+            AttemptError::Http(mut e) => {
+                e.message = format!("{} (after {attempts} attempts)", e.message);
+                AttemptError::Http(e)
             }
-            Err(AttemptError::Http(mut e)) => {
-                if attempt > 1 {
-                    e.message = format!("{} (after {attempt} attempts)", e.message);
-                }
-                return Err(PushError::from_http(e, upload_err));
-            }
-        }
+            fatal => fatal,
+        },
+    )
+    .await;
+    match attempts {
+        Ok(()) => Ok(blob.size),
+        Err(AttemptError::Fatal(e)) => Err(e),
+        Err(AttemptError::Http(e)) => Err(PushError::from_http(e, upload_err)),
     }
 }
 

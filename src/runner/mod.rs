@@ -11,7 +11,9 @@
 //! - [`pool`]: [`RunnerPool`], several runners sharing the hosts.
 //! - `store`: run records on disk; `metrics`: Prometheus metrics.
 
-pub mod api;
+/// The wire types, in their own crate (`sm-runner-api`) so the runner's
+/// clients share them without the rest of the operator.
+pub use sm_runner_api as api;
 pub mod client;
 mod events;
 mod exec;

@@ -28,7 +28,9 @@ use super::step::{self, Credentials, Inputs, Note, member_state};
 use crate::controller::conditions::{READY, reason};
 use crate::controller::fleet::{Fleet, Key, cluster_key_of, key_of};
 use crate::controller::{Context, Error, publish};
-use crate::crd::{Cluster, ConditionStatus, Image, RolloutSpec, RunStatus, Server, ServerStatus};
+use crate::crd::{
+    Cluster, ConditionStatus, Image, RolloutSpec, RunStatus, Server, ServerStatus, SshTargetError,
+};
 use crate::runner::api::{
     Playbook, RegistryAuth, RunRequest, RunState, Secret as Sensitive, Target,
 };
@@ -686,6 +688,34 @@ async fn cleanup(server: &Server, ctx: &Context, state: &ServerState) -> Result<
     pending()
 }
 
+/// A Secret the Server needs, or why the Server is blocked (`what` names it
+/// in the message: `Secret`, `registry Secret`).
+async fn read_secret(
+    client: &Client,
+    cache: &SecretCache,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Arc<Secret>, Blocked> {
+    cache
+        .get(client, ns, name)
+        .await
+        .map_err(|e| {
+            Blocked::new(
+                reason::SECRET_NOT_FOUND,
+                format!("failed to read Secret {ns}/{name}: {e}"),
+                false,
+            )
+        })?
+        .ok_or_else(|| {
+            Blocked::new(
+                reason::SECRET_NOT_FOUND,
+                format!("{what} {ns}/{name} not found"),
+                true,
+            )
+        })
+}
+
 async fn secret_target(
     server: &Server,
     client: &Client,
@@ -700,41 +730,16 @@ async fn secret_target(
         ));
     };
     let name = &ssh.secret_ref.name;
-    let secret = cache
-        .get(client, &ns, name)
-        .await
-        .map_err(|e| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("failed to read Secret {ns}/{name}: {e}"),
-                false,
-            )
-        })?
-        .ok_or_else(|| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("Secret {ns}/{name} not found"),
-                true,
-            )
-        })?;
-    let data = secret.data.clone().unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| {
-                Blocked::new(
-                    reason::SECRET_NOT_FOUND,
-                    format!("Secret {ns}/{name} has no key {k}"),
-                    true,
-                )
-            })
-    };
-    Ok(Target {
-        host: server.spec.host.clone(),
-        port: ssh.port,
-        user: ssh.user.clone(),
-        private_key: Sensitive::new(field("ssh-privatekey")?),
-        known_hosts: field("known_hosts")?,
+    let secret = read_secret(client, cache, &ns, name, "Secret").await?;
+    server.spec.ssh_target(&secret).map_err(|e| {
+        Blocked::new(
+            reason::SECRET_NOT_FOUND,
+            match e {
+                SshTargetError::NoSsh => e.to_string(),
+                SshTargetError::MissingKey(_) => format!("Secret {ns}/{name} {e}"),
+            },
+            true,
+        )
     })
 }
 
@@ -760,23 +765,7 @@ async fn registry_auth(
     };
     let ns = desired.cluster.namespace().unwrap_or_default();
     let name = &secret_ref.name;
-    let secret = cache
-        .get(client, &ns, name)
-        .await
-        .map_err(|e| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("failed to read Secret {ns}/{name}: {e}"),
-                false,
-            )
-        })?
-        .ok_or_else(|| {
-            Blocked::new(
-                reason::SECRET_NOT_FOUND,
-                format!("registry Secret {ns}/{name} not found"),
-                true,
-            )
-        })?;
+    let secret = read_secret(client, cache, &ns, name, "registry Secret").await?;
     let data = secret.data.clone().unwrap_or_default();
     auth.username = data
         .get("username")

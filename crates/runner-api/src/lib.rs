@@ -1,6 +1,7 @@
-//! The playbook runner's REST API types, shared by the service
-//! ([`super::http`]) and the client ([`super::client`]): one definition of every
-//! request and response, so both sides cannot drift apart.
+//! The playbook runner's REST API types, shared by the runner's service and
+//! its clients (the operator, `server-manager logs`): one definition of every
+//! request and response, so both sides cannot drift apart. The host layout
+//! defaults ([`defaults`]) are defined here once; the `Server` CRD uses them.
 //!
 //! Secrets (the SSH private key, the registry password) travel only in
 //! requests, inside [`Secret`], whose `Debug` is redacted. No response or run
@@ -10,6 +11,55 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub mod validation;
+
+pub use defaults::{
+    default_config_dir, default_container_prefix, default_data_dir, default_log_dir, default_port,
+    default_user,
+};
+
+/// The defaults of a host's layout and SSH access, shared by the runner's
+/// requests and the `Server` CRD (`spec.layout`, `spec.ssh`).
+pub mod defaults {
+    /// SSH port.
+    pub const PORT: u16 = 22;
+    /// SSH user.
+    pub const USER: &str = "root";
+    /// Host directory of the role files.
+    pub const CONFIG_DIR: &str = "/etc/contrail";
+    /// Host log directory.
+    pub const LOG_DIR: &str = "/var/log/contrail";
+    /// Parent of the per-role persistent directories.
+    pub const DATA_DIR: &str = "/var/lib/contrail";
+    /// Container name prefix.
+    pub const CONTAINER_PREFIX: &str = "contrail-";
+
+    /// [`PORT`], for `#[serde(default = …)]`.
+    pub fn default_port() -> u16 {
+        PORT
+    }
+    /// [`USER`], for `#[serde(default = …)]`.
+    pub fn default_user() -> String {
+        USER.to_string()
+    }
+    /// [`CONFIG_DIR`], for `#[serde(default = …)]`.
+    pub fn default_config_dir() -> String {
+        CONFIG_DIR.to_string()
+    }
+    /// [`LOG_DIR`], for `#[serde(default = …)]`.
+    pub fn default_log_dir() -> String {
+        LOG_DIR.to_string()
+    }
+    /// [`DATA_DIR`], for `#[serde(default = …)]`.
+    pub fn default_data_dir() -> String {
+        DATA_DIR.to_string()
+    }
+    /// [`CONTAINER_PREFIX`], for `#[serde(default = …)]`.
+    pub fn default_container_prefix() -> String {
+        CONTAINER_PREFIX.to_string()
+    }
+}
 
 /// A secret string (private key, password). Serialized as a plain string so a
 /// request can carry it; `Debug` and `Display` never show it.
@@ -89,14 +139,6 @@ impl Playbook {
     }
 }
 
-fn default_port() -> u16 {
-    22
-}
-
-fn default_user() -> String {
-    "root".to_string()
-}
-
 /// The host a run acts on and how to reach it over SSH.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
@@ -143,19 +185,6 @@ pub struct RoleSpec {
     /// Full image reference (`registry/repository:tag` or `@digest`).
     #[serde(default)]
     pub image: String,
-}
-
-fn default_config_dir() -> String {
-    "/etc/contrail".to_string()
-}
-fn default_log_dir() -> String {
-    "/var/log/contrail".to_string()
-}
-fn default_data_dir() -> String {
-    "/var/lib/contrail".to_string()
-}
-fn default_container_prefix() -> String {
-    "contrail-".to_string()
 }
 
 /// The variables of the provisioning playbooks. Every string reaches Ansible
