@@ -441,6 +441,7 @@ fn a_runner_that_never_answers_is_reported_within_the_deadline() {
         &[
             cluster("h", &registry.addr, 1),
             image("h-agent", &tarball),
+            external_controller("h", "127.0.0.37"),
             server_manifest(
                 "h-1",
                 "h",
