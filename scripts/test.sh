@@ -47,6 +47,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
 echo "==> cargo test"
 # Benches are built by clippy above and run by hand (benches/RESULTS.md).
 cargo test --lib --bins --tests --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -370,7 +370,7 @@ impl Rule {
     }
 }
 
-/// A string field's rules: its longest length and its [`Rule`]s, compiled
+/// A string field's rules: its longest length and its `Rule`s, compiled
 /// once for the Rust checks.
 pub struct StringRules {
     max_len: usize,
@@ -444,7 +444,7 @@ impl StringRules {
 
     /// The CRD schema of a string field following these rules: `maxLength`
     /// (which also bounds the CEL cost kube-apiserver estimates) and one CEL
-    /// rule per [`Rule`].
+    /// rule per `Rule`.
     pub fn schema(&self) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",

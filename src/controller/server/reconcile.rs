@@ -1,6 +1,6 @@
 //! The Server reconciler: gathers its inputs from the caches (Cluster,
 //! Images, the membership index, the rollout planner), runs one
-//! [`step`](super::step), computes the conditions from the step's outcome
+//! [`step`], computes the conditions from the step's outcome
 //! ([`outcome::apply`]), writes the status only when it changed and
 //! publishes Events for what changed. On deletion, deprovisions first
 //! (finalizer).
