@@ -95,7 +95,7 @@ fn cluster(registry: &str) -> Value {
     c["spec"]["registry"] = json!({"address": registry, "insecure": true});
     c["spec"]["images"] = image_map("v1");
     c["spec"]["rollout"] = json!({
-        "minReadySeconds": 3,
+        "minReadySeconds": 8,
         "maxUnavailable": {"default": 1, "agent": 2},
         "order": ROLES,
         "maxFailures": 1

@@ -146,7 +146,7 @@ pub fn render(input: &ManifestInput<'_>) -> Vec<(&'static str, String)> {
         "spec": {
             "registry": {"address": input.registry, "insecure": true},
             "images": images,
-            "rollout": {"maxParallel": 1},
+            "rollout": {"minReadySeconds": 5},
             "parameters": {
                 "GLOBAL": {
                     "cloud_orchestrator": "kubernetes",
